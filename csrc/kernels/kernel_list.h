@@ -1,0 +1,18 @@
+// kernels/kernel_list.h: THE list of specialised kernels. Every ISA unit expands it once, so adding a
+// kernel here adds it for every ISA, to dispatch, to the tests and to the benchmarks (which all read the
+// registry through sparsa._C.kernels()).
+//
+// Name grammar (after XNNPACK): {weight dtype}_{format}{tile}_spmm__{isa}.
+#pragma once
+
+#define SPARSA_BSR_ENTRY(R, C, isa, sfx)                                                                   \
+    {"f32_bsr" #R "x" #C "_spmm__" sfx, Format::BSR, isa, WDType::F32, R, C, &bsr_kernel<R, C, float>},    \
+    {"bf16_bsr" #R "x" #C "_spmm__" sfx, Format::BSR, isa, WDType::BF16, R, C, &bsr_kernel<R, C, uint16_t>}
+
+#define SPARSA_KERNEL_LIST(isa, sfx)                                                                        \
+    SPARSA_BSR_ENTRY(4, 1, isa, sfx), SPARSA_BSR_ENTRY(8, 1, isa, sfx), SPARSA_BSR_ENTRY(16, 1, isa, sfx), \
+    SPARSA_BSR_ENTRY(1, 4, isa, sfx),                                                                      \
+    {"f32_bitmask_spmm__" sfx, Format::BITMASK, isa, WDType::F32, 0, 0, &bitmask_kernel<float>},           \
+    {"bf16_bitmask_spmm__" sfx, Format::BITMASK, isa, WDType::BF16, 0, 0, &bitmask_kernel<uint16_t>},      \
+    {"f32_nm_spmm__" sfx, Format::NM, isa, WDType::F32, 0, 0, &bitmask_kernel<float>},                     \
+    {"bf16_nm_spmm__" sfx, Format::NM, isa, WDType::BF16, 0, 0, &bitmask_kernel<uint16_t>}

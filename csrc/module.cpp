@@ -1,0 +1,298 @@
+// module.cpp: the Python binding of the C++ core (sparsa._C). Arrays arrive through DLPack (torch tensors,
+// numpy arrays) without a copy. This file checks every argument a kernel relies on, so a wrong call raises a
+// ValueError instead of reading out of bounds; the O(nnz) structural checks (validate_*) run once when a
+// packed weight is built or loaded, not on every call.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <omp.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cpu_features.h"
+#include "registry.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace sparsa {
+namespace {
+
+using Array = nb::ndarray<nb::device::cpu>;
+
+const char* format_name(Format f) {
+    switch (f) {
+        case Format::BSR: return "bsr";
+        case Format::BITMASK: return "bitmask";
+        case Format::NM: return "nm";
+    }
+    return "?";
+}
+
+const char* wdtype_name(WDType d) { return d == WDType::F32 ? "float32" : "bfloat16"; }
+
+bool is_f32(const Array& a) { return a.dtype() == nb::dtype<float>(); }
+bool is_bf16(const Array& a) {
+    return a.dtype().code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && a.dtype().bits == 16 &&
+           a.dtype().lanes == 1;
+}
+
+[[noreturn]] void fail(const std::string& msg) { throw nb::value_error(msg.c_str()); }
+
+void require(bool ok, const std::string& msg) {
+    if (!ok) fail(msg);
+}
+
+void require_contiguous_1d(const Array& a, const char* name) {
+    require(a.ndim() == 1, std::string(name) + " must be 1-D, got " + std::to_string(a.ndim()) + "-D");
+    require(a.shape(0) <= 1 || a.stride(0) == 1, std::string(name) + " must be contiguous");
+}
+
+// A 2-D fp32 matrix whose rows are contiguous (any row stride); returns the row stride.
+int64_t require_rows(const Array& a, const char* name) {
+    require(is_f32(a), std::string(name) + " must be float32");
+    require(a.ndim() == 2, std::string(name) + " must be 2-D (tokens, features), got " + std::to_string(a.ndim()) + "-D");
+    require(a.shape(1) <= 1 || a.stride(1) == 1, std::string(name) + " rows must be contiguous (stride 1 along features)");
+    return a.shape(0) <= 1 ? static_cast<int64_t>(a.shape(1)) : static_cast<int64_t>(a.stride(0));
+}
+
+const KernelInfo& kernel_at(int index) {
+    const auto& reg = kernel_registry();
+    require(index >= 0 && index < static_cast<int>(reg.size()), "unknown kernel index " + std::to_string(index));
+    const KernelInfo& k = reg[index];
+    require(isa_available(k.isa), std::string("kernel ") + k.name + " needs " + isa_name(k.isa) +
+                                      ", which this CPU does not support");
+    return k;
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+// Fills the activation/output/bias part of the arguments and checks it against the kernel and shapes.
+SpmmArgs common_args(const KernelInfo& k, const Array& x, const Array& values, int64_t in_features,
+                     int64_t out_features, const std::optional<Array>& bias, const Array& y, int threads) {
+    SpmmArgs a{};
+    a.ldx = require_rows(x, "x");
+    a.ldy = require_rows(y, "y");
+    a.n = static_cast<int64_t>(x.shape(0));
+    a.in = in_features;
+    a.out = out_features;
+    require(static_cast<int64_t>(x.shape(1)) == in_features,
+            "x has " + std::to_string(x.shape(1)) + " features, the weight expects " + std::to_string(in_features));
+    require(static_cast<int64_t>(y.shape(0)) == a.n && static_cast<int64_t>(y.shape(1)) == out_features,
+            "y must have shape (" + std::to_string(a.n) + ", " + std::to_string(out_features) + ")");
+    a.x = static_cast<const float*>(x.data());
+    a.y = static_cast<float*>(y.data());
+    if (bias) {
+        require(is_f32(*bias), "bias must be float32");
+        require_contiguous_1d(*bias, "bias");
+        require(static_cast<int64_t>(bias->shape(0)) == out_features, "bias must have out_features elements");
+        a.bias = static_cast<const float*>(bias->data());
+    }
+    require_contiguous_1d(values, "values");
+    if (k.wdtype == WDType::F32) require(is_f32(values), std::string(k.name) + " takes float32 values");
+    else require(is_bf16(values), std::string(k.name) + " takes bfloat16 values");
+    a.wdtype = k.wdtype;
+    a.values = values.data();
+    a.nthreads = threads > 0 ? threads : num_threads();
+    return a;
+}
+
+// Scratch for the batched path's transposed activations, one per calling thread so that concurrent calls
+// from several Python threads never share it.
+float* workspace(int64_t n, int64_t in) {
+    static thread_local std::vector<float> buf;
+    const int64_t need = spmm_work_floats(n, in);
+    if (static_cast<int64_t>(buf.size()) < need) buf.resize(static_cast<size_t>(need));
+    return buf.data();
+}
+
+void run(const KernelInfo& k, SpmmArgs& a) {
+    if (a.n == 0 || a.out == 0) return;
+    a.work = workspace(a.n, a.in);
+    nb::gil_scoped_release release;
+    k.fn(a);
+}
+
+void spmm_bsr(int kernel, const Array& x, const Array& values, const Array& row_ptr, const Array& col_idx,
+              int br, int bc, int64_t in_features, int64_t out_features, std::optional<Array> bias, Array y,
+              int threads) {
+    const KernelInfo& k = kernel_at(kernel);
+    require(k.format == Format::BSR, std::string(k.name) + " is not a BSR kernel");
+    require(br > 0 && bc > 0, "block shape must be positive");
+    require(k.br == 0 || (k.br == br && k.bc == bc), std::string(k.name) + " handles " + std::to_string(k.br) +
+                                                         "x" + std::to_string(k.bc) + " blocks, not " +
+                                                         std::to_string(br) + "x" + std::to_string(bc));
+    require(out_features % br == 0 && in_features % bc == 0, "the block shape must divide the weight shape");
+    SpmmArgs a = common_args(k, x, values, in_features, out_features, bias, y, threads);
+    const int64_t nbr = out_features / br;
+    require_contiguous_1d(row_ptr, "row_ptr");
+    require(row_ptr.dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
+    require(static_cast<int64_t>(row_ptr.shape(0)) == nbr + 1, "row_ptr must have out_features / block_rows + 1 entries");
+    require_contiguous_1d(col_idx, "col_idx");
+    if (col_idx.dtype() == nb::dtype<uint16_t>()) a.idx_type = IdxType::U16;
+    else if (col_idx.dtype() == nb::dtype<int32_t>()) a.idx_type = IdxType::I32;
+    else fail("col_idx must be uint16 or int32");
+    const int64_t* rp = static_cast<const int64_t*>(row_ptr.data());
+    const int64_t nnzb = static_cast<int64_t>(col_idx.shape(0));
+    require(rp[0] == 0 && rp[nbr] == nnzb, "row_ptr must start at 0 and end at the number of blocks");
+    require(static_cast<int64_t>(values.shape(0)) >= nnzb * br * bc, "values is shorter than blocks x block size");
+    a.row_ptr = rp;
+    a.col_idx = col_idx.data();
+    a.br = br;
+    a.bc = bc;
+    run(k, a);
+}
+
+void spmm_bitmask(int kernel, const Array& x, const Array& values, std::optional<Array> row_ptr,
+                  const Array& mask, int nm_n, int nm_m, int64_t in_features, int64_t out_features,
+                  std::optional<Array> bias, Array y, int threads) {
+    const KernelInfo& k = kernel_at(kernel);
+    require(k.format == Format::BITMASK || k.format == Format::NM, std::string(k.name) + " is not a bitmask/N:M kernel");
+    SpmmArgs a = common_args(k, x, values, in_features, out_features, bias, y, threads);
+    const int64_t words = (in_features + 63) / 64;
+    require(mask.dtype() == nb::dtype<uint64_t>() && mask.ndim() == 2, "mask must be a 2-D uint64 array");
+    require(static_cast<int64_t>(mask.shape(0)) == out_features && static_cast<int64_t>(mask.shape(1)) == words,
+            "mask must have shape (out_features, ceil(in_features / 64))");
+    require(mask.stride(1) == 1 && (out_features <= 1 || mask.stride(0) == words), "mask must be contiguous");
+    a.mask = static_cast<const uint64_t*>(mask.data());
+    a.mask_words = words;
+    if (k.format == Format::BITMASK) {
+        require(row_ptr.has_value(), "the bitmask format needs row_ptr");
+        require_contiguous_1d(*row_ptr, "row_ptr");
+        require(row_ptr->dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
+        require(static_cast<int64_t>(row_ptr->shape(0)) == out_features + 1, "row_ptr must have out_features + 1 entries");
+        const int64_t* rp = static_cast<const int64_t*>(row_ptr->data());
+        require(rp[0] == 0 && rp[out_features] <= static_cast<int64_t>(values.shape(0)),
+                "row_ptr must start at 0 and end within values");
+        a.row_ptr = rp;
+    } else {
+        require(nm_n > 0 && nm_n < nm_m && nm_m <= 32, "N:M needs 0 < n < m <= 32");
+        require(in_features % nm_m == 0, "m must divide in_features");
+        require(static_cast<int64_t>(values.shape(0)) >= out_features * (in_features / nm_m) * nm_n,
+                "values must hold n of every m weights of every row");
+        a.nm_n = nm_n;
+        a.nm_m = nm_m;
+    }
+    run(k, a);
+}
+
+// ---- O(nnz) structural validation, run once per packed weight ----
+
+void validate_bsr(const Array& row_ptr, const Array& col_idx, int64_t n_block_cols) {
+    require(row_ptr.dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
+    require_contiguous_1d(row_ptr, "row_ptr");
+    require_contiguous_1d(col_idx, "col_idx");
+    const int64_t* rp = static_cast<const int64_t*>(row_ptr.data());
+    const int64_t nbr = static_cast<int64_t>(row_ptr.shape(0)) - 1, nnzb = static_cast<int64_t>(col_idx.shape(0));
+    require(nbr >= 0 && rp[0] == 0 && rp[nbr] == nnzb, "row_ptr must start at 0 and end at the number of blocks");
+    const bool u16 = col_idx.dtype() == nb::dtype<uint16_t>();
+    require(u16 || col_idx.dtype() == nb::dtype<int32_t>(), "col_idx must be uint16 or int32");
+    for (int64_t r = 0; r < nbr; ++r)  // all offsets first, so that no entry is read out of bounds below
+        require(rp[r] <= rp[r + 1], "row_ptr decreases at block-row " + std::to_string(r));
+    for (int64_t r = 0; r < nbr; ++r) {
+        int64_t prev = -1;
+        for (int64_t b = rp[r]; b < rp[r + 1]; ++b) {
+            const int64_t c = u16 ? static_cast<const uint16_t*>(col_idx.data())[b]
+                                  : static_cast<const int32_t*>(col_idx.data())[b];
+            require(c > prev && c < n_block_cols, "col_idx out of order or out of range in block-row " +
+                                                      std::to_string(r) + " (entry " + std::to_string(b) + ")");
+            prev = c;
+        }
+    }
+}
+
+void validate_bitmask(const Array& mask, std::optional<Array> row_ptr, int64_t in_features, int nm_n, int nm_m) {
+    require(mask.dtype() == nb::dtype<uint64_t>() && mask.ndim() == 2, "mask must be a 2-D uint64 array");
+    const int64_t rows = static_cast<int64_t>(mask.shape(0)), words = static_cast<int64_t>(mask.shape(1));
+    require(words == (in_features + 63) / 64, "mask must have ceil(in_features / 64) words per row");
+    require(rows == 0 || (mask.stride(1) == 1 && mask.stride(0) == words), "mask must be contiguous");
+    const uint64_t* m = static_cast<const uint64_t*>(mask.data());
+    const int tail = static_cast<int>(in_features % 64);
+    const uint64_t pad = tail ? ~((uint64_t{1} << tail) - 1) : 0;
+    const int64_t* rp = nullptr;
+    if (row_ptr) {
+        require(row_ptr->dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
+        require_contiguous_1d(*row_ptr, "row_ptr");
+        require(static_cast<int64_t>(row_ptr->shape(0)) == rows + 1, "row_ptr must have rows + 1 entries");
+        rp = static_cast<const int64_t*>(row_ptr->data());
+        require(rp[0] == 0, "row_ptr must start at 0");
+    } else {
+        require(nm_n > 0 && nm_n < nm_m && nm_m <= 32 && in_features % nm_m == 0, "invalid N:M parameters");
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint64_t* mr = m + r * words;
+        require(words == 0 || (mr[words - 1] & pad) == 0, "mask has bits set past in_features in row " + std::to_string(r));
+        if (rp) {
+            int64_t count = 0;
+            for (int64_t w = 0; w < words; ++w) count += __builtin_popcountll(mr[w]);
+            require(rp[r + 1] - rp[r] == count,
+                    "row_ptr does not match the number of mask bits in row " + std::to_string(r));
+        } else {
+            for (int64_t g = 0; g < in_features; g += nm_m) {
+                int count = 0;
+                for (int64_t k = g; k < g + nm_m; ++k) count += (mr[k >> 6] >> (k & 63)) & 1;
+                require(count == nm_n, "group at column " + std::to_string(g) + " of row " + std::to_string(r) +
+                                           " keeps " + std::to_string(count) + " weights, N:M needs exactly " +
+                                           std::to_string(nm_n));
+            }
+        }
+    }
+}
+
+nb::dict features_dict() {
+    const CpuFeatures& f = cpu_features();
+    nb::dict d;
+    d["avx2"] = f.avx2;
+    d["fma"] = f.fma;
+    d["f16c"] = f.f16c;
+    d["avx512f"] = f.avx512f;
+    d["avx512bw"] = f.avx512bw;
+    d["avx512vl"] = f.avx512vl;
+    d["avx512dq"] = f.avx512dq;
+    d["avx512bf16"] = f.avx512bf16;
+    d["neon"] = f.neon;
+    return d;
+}
+
+nb::list kernels_list() {
+    nb::list out;
+    const auto& reg = kernel_registry();
+    for (size_t i = 0; i < reg.size(); ++i) {
+        const KernelInfo& k = reg[i];
+        nb::dict d;
+        d["index"] = static_cast<int>(i);
+        d["name"] = k.name;
+        d["format"] = format_name(k.format);
+        d["isa"] = isa_name(k.isa);
+        d["weight_dtype"] = wdtype_name(k.wdtype);
+        d["block"] = k.br ? nb::cast(nb::make_tuple(k.br, k.bc)) : nb::none();
+        d["available"] = isa_available(k.isa);
+        out.append(d);
+    }
+    return out;
+}
+
+}  // namespace
+}  // namespace sparsa
+
+NB_MODULE(_C, m) {
+    using namespace sparsa;
+    m.doc() = "sparsa C++ core: sparse x dense kernels with run-time ISA dispatch";
+    m.def("cpu_features", &features_dict, "Instruction sets detected on this CPU.");
+    m.def("kernels", &kernels_list, "Every compiled kernel: name, format, isa, weight dtype, block, available.");
+    m.def("get_num_threads", &num_threads, "OpenMP's default team size (the threads a call with threads=0 uses).");
+    m.def("spmm_bsr", &spmm_bsr, "kernel"_a, "x"_a, "values"_a, "row_ptr"_a, "col_idx"_a, "br"_a, "bc"_a,
+          "in_features"_a, "out_features"_a, "bias"_a.none(), "y"_a, "threads"_a = 0,
+          "y = x W^T + bias for a BSR-packed W (see sparsa.formats.bsr).");
+    m.def("spmm_bitmask", &spmm_bitmask, "kernel"_a, "x"_a, "values"_a, "row_ptr"_a.none(), "mask"_a, "nm_n"_a,
+          "nm_m"_a, "in_features"_a, "out_features"_a, "bias"_a.none(), "y"_a, "threads"_a = 0,
+          "y = x W^T + bias for a bitmask- or N:M-packed W (see sparsa.formats.bitmask / nm).");
+    m.def("validate_bsr", &validate_bsr, "row_ptr"_a, "col_idx"_a, "n_block_cols"_a);
+    m.def("validate_bitmask", &validate_bitmask, "mask"_a, "row_ptr"_a.none(), "in_features"_a, "nm_n"_a = 0,
+          "nm_m"_a = 0);
+}

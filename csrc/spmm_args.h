@@ -1,0 +1,61 @@
+// spmm_args.h: the one argument block every sparse kernel takes, and the kernel registry entry.
+//
+// Contract (PyTorch's): x is (n, in) row-major fp32 with row stride ldx, y is (n, out) row-major fp32 with
+// row stride ldy, y = x W^T (+ bias). W is (out, in) in one of the packed layouts below; the layouts are
+// documented in full in src/sparsa/formats/*.py, which is what writes them.
+//
+// This header is included by every ISA translation unit, so it holds plain data only: no inline functions
+// that could be compiled with different -m flags in different units and merged by the linker (ODR).
+#pragma once
+#include <cstdint>
+
+namespace sparsa {
+
+enum class Format : int { BSR = 0, BITMASK = 1, NM = 2 };
+enum class WDType : int { F32 = 0, BF16 = 1 };
+enum class IdxType : int { U16 = 0, I32 = 1 };
+enum class Isa : int { SCALAR = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
+
+struct SpmmArgs {
+    // activations and output
+    const float* x;  // (n, in), row stride ldx
+    float* y;        // (n, out), row stride ldy
+    const float* bias;  // (out,) or nullptr
+    int64_t n, in, out, ldx, ldy;
+
+    // packed weight
+    WDType wdtype;
+    const void* values;      // f32 or bf16 (uint16) values, layout per format
+    const int64_t* row_ptr;  // BSR: (out/br + 1) block offsets; BITMASK: (out + 1) value offsets; NM: unused
+    const void* col_idx;     // BSR: (nnzb,) block-column indices, uint16 or int32 (idx_type)
+    IdxType idx_type;
+    const uint64_t* mask;    // BITMASK / NM: (out, mask_words) little-endian bit per input column
+    int64_t mask_words;      // words per row = ceil(in / 64)
+    int br, bc;              // BSR block shape (rows x cols)
+    int nm_n, nm_m;          // NM: n kept of every m
+
+    int nthreads;
+    float* work;          // scratch the caller provides: at least spmm_work_floats(n, in) floats
+};
+
+// Calls with n <= kDecodeMaxN take the decode path (no transposition, no workspace).
+constexpr int64_t kDecodeMaxN = 4;
+// The widest token tile any kernel uses (8 vectors x 16 lanes); the workspace is sized for it.
+constexpr int64_t kMaxTile = 128;
+// Kernels round n up to their own tile (at most kMaxTile), so n + kMaxTile columns always suffice.
+constexpr int64_t spmm_work_floats(int64_t n, int64_t in) {
+    return n <= kDecodeMaxN ? 0 : in * (n + kMaxTile);
+}
+
+using KernelFn = void (*)(const SpmmArgs&);
+
+struct KernelInfo {
+    const char* name;  // {wdtype}_{format}{tile}_spmm__{isa}, XNNPACK-style
+    Format format;
+    Isa isa;
+    WDType wdtype;
+    int br, bc;        // BSR: the block shape this kernel is specialised for; 0,0 = any shape (generic)
+    KernelFn fn;
+};
+
+}  // namespace sparsa

@@ -1,0 +1,26 @@
+"""The `sparsa` command. Each command lives in its own module and only parses, calls a job and prints."""
+
+from __future__ import annotations
+
+import typer
+
+from .bench import bench
+from .demo import demo
+from .info import info
+from .prune import prune_cmd
+
+app = typer.Typer(
+    name="sparsa",
+    help="Make transformer models sparse and make the sparsity pay: prune, pack, run sparse kernels, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("demo")(demo)
+app.command("prune")(prune_cmd)
+app.command("bench")(bench)
+app.command("info")(info)
+
+
+def main() -> None:
+    app()

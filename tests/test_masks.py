@@ -1,0 +1,129 @@
+"""Masks: exact on hand-computed cases, and exact counts / top-k order as properties."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparsa.masks import mask_from_scores
+from sparsa.structure import StructureError
+
+T, F = True, False
+
+
+def test_unstructured_tensor_scope_hand_computed():
+    s = torch.tensor([[0.1, 0.9, 0.3], [0.5, 0.2, 0.8]])
+    # 50% of 6 = 3 pruned: 0.1, 0.2, 0.3
+    assert mask_from_scores(s, "unstructured", 0.5).tolist() == [[F, T, F], [T, F, T]]
+
+
+def test_unstructured_row_scope_hand_computed():
+    s = torch.tensor([[0.1, 0.9, 0.3, 0.4], [5.0, 6.0, 7.0, 8.0]])
+    # per row, 2 of 4 pruned
+    assert mask_from_scores(s, "unstructured", 0.5, scope="row").tolist() == [[F, T, F, T], [F, F, T, T]]
+    # tensor scope prunes the whole first row instead
+    assert mask_from_scores(s, "unstructured", 0.5).tolist() == [[F, F, F, F], [T, T, T, T]]
+
+
+def test_ties_prune_earlier_position_first():
+    s = torch.ones(1, 4)
+    assert mask_from_scores(s, "unstructured", 0.5).tolist() == [[F, F, T, T]]
+    assert mask_from_scores(s, "2:4").tolist() == [[T, T, F, F]]
+
+
+def test_nm_2_4_hand_computed():
+    s = torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.0, 9.0, 8.0, 7.0]])
+    assert mask_from_scores(s, "2:4").tolist() == [[T, F, T, F, F, T, T, F]]
+
+
+def test_nm_1_3_hand_computed():
+    s = torch.tensor([[1.0, 3.0, 2.0, 6.0, 5.0, 4.0]])
+    assert mask_from_scores(s, "1:3").tolist() == [[F, T, F, T, F, F]]
+
+
+def test_block_4x1_hand_computed():
+    # 8 x 2 weight: block-rows of 4; block scores = column sums within each block-row
+    s = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 9.0], [0.1, 1.0], [0.1, 1.0], [0.1, 1.0], [0.1, 1.0]])
+    # block scores: [[4, 9], [0.4, 4]] -> prune 50% = 2 lowest: 0.4 and 4 (first 4 at position 0 wins the tie)
+    m = mask_from_scores(s, "4x1", 0.5)
+    expected = torch.zeros(8, 2, dtype=torch.bool)
+    expected[0:4, 1] = True  # score 9
+    expected[4:8, 1] = True  # score 4 (the later of the two 4s)
+    assert m.tolist() == expected.tolist()
+
+
+def test_block_1x4_hand_computed():
+    s = torch.tensor([[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0], [0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0]])
+    # block scores [[4, 8], [5, 0]] -> keep the top 2: 8 and 5
+    m = mask_from_scores(s, "1x4", 0.5)
+    assert m.tolist() == [[F] * 4 + [T] * 4, [T] * 4 + [F] * 4]
+
+
+def test_zero_sparsity_keeps_everything():
+    s = torch.rand(8, 8)
+    for spec in ("unstructured", "4x1", "1x4"):
+        assert bool(mask_from_scores(s, spec, 0.0).all())
+
+
+def test_errors():
+    with pytest.raises(StructureError, match="multiple of 4"):
+        mask_from_scores(torch.rand(3, 6), "2:4")
+    with pytest.raises(StructureError, match="do not tile"):
+        mask_from_scores(torch.rand(6, 4), "4x1", 0.5)
+    with pytest.raises(StructureError, match="scope"):
+        mask_from_scores(torch.rand(4, 4), "unstructured", 0.5, scope="column")
+    with pytest.raises(StructureError, match="NaN"):
+        mask_from_scores(torch.tensor([[float("nan"), 1.0]]), "unstructured", 0.5)
+    with pytest.raises(StructureError, match=r"\[0, 1\)"):
+        mask_from_scores(torch.rand(4, 4), "unstructured", 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 12),
+    cols=st.integers(1, 40),
+    sparsity=st.floats(0, 0.99),
+    scope=st.sampled_from(["tensor", "row"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_unstructured_exact_count_and_order(rows, cols, sparsity, scope, seed):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(rows, cols, generator=g).abs()
+    m = mask_from_scores(s, "unstructured", sparsity, scope=scope)
+    if scope == "tensor":
+        assert int((~m).sum()) == round(sparsity * rows * cols)
+        if m.any() and (~m).any():
+            assert s[m].min() >= s[~m].max()
+    else:
+        k = round(sparsity * cols)
+        assert ((~m).sum(1) == k).all()
+        for r in range(rows):
+            if m[r].any() and (~m[r]).any():
+                assert s[r][m[r]].min() >= s[r][~m[r]].max()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_m=st.sampled_from([(1, 2), (2, 4), (1, 4), (4, 8), (3, 7), (5, 32)]), rows=st.integers(1, 6),
+       groups=st.integers(1, 5), seed=st.integers(0, 2**31 - 1))
+def test_nm_property(n_m, rows, groups, seed):
+    n, m = n_m
+    s = torch.randn(rows, groups * m, generator=torch.Generator().manual_seed(seed))
+    keep = mask_from_scores(s, f"{n}:{m}").reshape(rows, groups, m)
+    sg = s.reshape(rows, groups, m)
+    assert (keep.sum(-1) == n).all()
+    kept_min = torch.where(keep, sg, torch.full_like(sg, float("inf"))).amin(-1)
+    pruned_max = torch.where(~keep, sg, torch.full_like(sg, -float("inf"))).amax(-1)
+    assert (kept_min >= pruned_max).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(block=st.sampled_from([(4, 1), (8, 1), (1, 4), (2, 2), (3, 5)]), br=st.integers(1, 5), bc=st.integers(1, 6),
+       sparsity=st.floats(0, 0.95), seed=st.integers(0, 2**31 - 1))
+def test_block_property(block, br, bc, sparsity, seed):
+    r, c = block
+    s = torch.rand(br * r, bc * c, generator=torch.Generator().manual_seed(seed))
+    keep = mask_from_scores(s, f"{r}x{c}", sparsity)
+    kb = keep.reshape(br, r, bc, c)
+    # every block is all-kept or all-pruned, and the count of pruned blocks is exact
+    assert (kb.all(dim=3).all(dim=1) == kb.any(dim=3).any(dim=1)).all()
+    assert int((~kb.any(dim=3).any(dim=1)).sum()) == round(sparsity * br * bc)
