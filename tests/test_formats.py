@@ -145,3 +145,18 @@ def test_validation_catches_inconsistent_tensors():
     m[0, 0] |= 0b1111
     with pytest.raises(FormatError, match="keeps 4 weights, N:M needs exactly 2"):
         _corrupt(n, mask=m.view(torch.uint64)).validate()
+
+
+@pytest.mark.parametrize("spec", ["4x1", "unstructured", "2:4"])
+def test_from_tensors_round_trip_and_rejects_missing(spec):
+    from sparsa.formats import format_for
+    from sparsa.structure import parse_structure
+
+    st_ = parse_structure(spec)
+    p = pack(sparse_weight(8, 16, spec, None if spec == "2:4" else 0.5, torch.Generator().manual_seed(0)), st_)
+    q = format_for(st_).from_tensors(p.shape, st_, p.tensors())
+    assert torch.equal(q.to_dense(), p.to_dense())
+    t = p.tensors()
+    t.pop("values")
+    with pytest.raises(FormatError, match="missing values"):
+        format_for(st_).from_tensors(p.shape, st_, t)

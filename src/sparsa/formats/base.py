@@ -58,6 +58,24 @@ class PackedWeight:
         return int(torch.count_nonzero(self.values))
 
     # ---- shared ----
+    @classmethod
+    def from_tensors(cls, shape: tuple[int, int], structure: Structure, tensors: dict[str, torch.Tensor]) -> "PackedWeight":
+        """Rebuild a packed weight from its named tensors (as ``tensors()`` returns them), fully validated.
+
+        Raises FormatError for a missing or unexpected tensor, or any inconsistency between them."""
+        names = set(tensors)
+        if names != set(cls.tensor_names):
+            missing = sorted(set(cls.tensor_names) - names)
+            extra = sorted(names - set(cls.tensor_names))
+            raise FormatError(
+                f"{cls.format_name}: expected tensors {', '.join(cls.tensor_names)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unexpected {', '.join(extra)}" if extra else "")
+            )
+        obj = cls(shape=(int(shape[0]), int(shape[1])), structure=structure, **tensors)
+        obj.validate()
+        return obj
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name) for name in self.tensor_names}
 
