@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import machine, measure_quietly  # noqa: E402
 
 import sparsa  # noqa: E402
-from sparsa.formats import pack  # noqa: E402
+from sparsa.formats import formats_for, pack  # noqa: E402
+from sparsa.structure import parse_structure  # noqa: E402
 from sparsa.kernels import kernels_for, prepare, spmm  # noqa: E402
+from sparsa.kernels.autotune import MARGIN  # noqa: E402
 from sparsa.masks import mask_from_scores  # noqa: E402
 
 DRAM_WORKING_SET = 256 * 2**20  # bytes cycled through per decode measurement: 8x the 32 MB L3
@@ -55,25 +57,24 @@ def clone_packed(p):
     return dataclasses.replace(p, **{k: v.clone() for k, v in p.tensors().items()})
 
 
-def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None, rounds=15):
+def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None, rounds=15, skip_generic=False):
     out, inp = shape
     torch.set_num_threads(threads)
     w = make_weight(out, inp, structure, sparsity)
-    packed = pack(w, structure, wdtype)
+    # every layout that holds the structure (unstructured: bitmask and csr), each with every kernel that runs it
+    packs = [f.pack(w, parse_structure(structure), wdtype) for f in formats_for(parse_structure(structure))]
+    packed = packs[0]
     wq = packed.to_dense().float()  # the weight as stored (bf16-rounded for bf16)
     x = torch.randn(n, inp)
     ref = x.double() @ wq.double().T
-    kernels = [k for k in kernels_for(packed) if kernels_filter is None or any(f in k.name for f in kernels_filter)]
     decode = n <= DECODE_MAX_N
 
     # copies so that decode weights stream from DRAM
     dense_copies = max(1, math.ceil(DRAM_WORKING_SET / (out * inp * 4))) if decode else 1
-    sparse_copies = max(1, math.ceil(DRAM_WORKING_SET / packed.nbytes)) if decode else 1
     dense_ws = [wq] + [wq.clone() for _ in range(dense_copies - 1)]
     with warnings.catch_warnings():  # "sparse CSR support is in beta": we know, it is the baseline
         warnings.simplefilter("ignore")
-        csr_ws = [wq.to_sparse_csr() for _ in range(min(dense_copies * 4, sparse_copies) if decode else 1)]
-    preps = [prepare(packed)] + [prepare(clone_packed(packed)) for _ in range(sparse_copies - 1)]
+        csr_ws = [wq.to_sparse_csr() for _ in range(min(dense_copies * 4, 8) if decode else 1)]
     y = torch.empty(n, out)
 
     def rotating(objs, call):
@@ -89,27 +90,39 @@ def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None
         "dense": rotating(dense_ws, lambda wt: torch.nn.functional.linear(x, wt)),
         "csr": rotating(csr_ws, lambda wt: torch.sparse.mm(wt, x.T)),
     }
-    for k in kernels:
-        got = spmm(packed, x, None, k)
-        err = float((got.double() - ref).abs().max() / ref.abs().max())
-        if err > 1e-4:
-            raise SystemExit(f"{k.name} is wrong on {shape} N={n} {structure} {sparsity}: rel err {err:.2e}")
-        fns[k.name] = rotating(preps, lambda p, k=k: p(x, k, out=y))
+    kernels, nbytes = [], {}
+    for p in packs:
+        copies = max(1, math.ceil(DRAM_WORKING_SET / p.nbytes)) if decode else 1
+        preps = [prepare(p)] + [prepare(clone_packed(p)) for _ in range(copies - 1)]
+        for k in kernels_for(p):
+            if kernels_filter is not None and not any(f in k.name for f in kernels_filter):
+                continue
+            if skip_generic and k.block is None and p.format_name == "bsr":
+                continue  # the any-shape fallback, ~10x slower than the tile for the same blocks
+            got = spmm(p, x, None, k)
+            err = float((got.double() - ref).abs().max() / ref.abs().max())
+            if err > 1e-4:
+                raise SystemExit(f"{k.name} is wrong on {shape} N={n} {structure} {sparsity}: rel err {err:.2e}")
+            fns[k.name] = rotating(preps, lambda q, k=k: q(x, k, out=y))
+            kernels.append(k)
+            nbytes[k.name] = p.nbytes
     # taken in a quiet window, and repeated while other processes disturbed it (a shared 2-core machine)
     times, external = measure_quietly(fns, rounds=rounds)
 
     dense_ms, csr_ms = times["dense"], times["csr"]
-    ideal = (out * inp * 4) / packed.nbytes if decode else 1.0 / max(1e-9, 1.0 - sparsity)
     flops = 2.0 * n * out * inp
     rows = []
     best_name = min(kernels, key=lambda k: times[k.name]).name if kernels else None
     for name in [k.name for k in kernels] + ["auto"]:
         if name == "auto":
-            # the automatic choice: the fastest measured sparse kernel if it beats dense by a margin, else dense
-            ms = times[best_name] if best_name and times[best_name] < 0.95 * dense_ms else dense_ms
-            chosen = best_name if best_name and times[best_name] < 0.95 * dense_ms else "dense"
+            # the automatic choice (sparsa.kernels.autotune's rule): the fastest sparse kernel if it takes at most
+            # MARGIN of the dense time, else dense
+            use_sparse = best_name is not None and times[best_name] <= MARGIN * dense_ms
+            ms, chosen = (times[best_name], best_name) if use_sparse else (dense_ms, "dense")
         else:
             ms, chosen = times[name], name
+        sparse_bytes = nbytes.get(chosen, out * inp * 4)
+        ideal = (out * inp * 4) / sparse_bytes if decode else 1.0 / max(1e-9, 1.0 - sparsity)
         speed = dense_ms / ms
         rows.append({
             "shape": [out, inp], "n": n, "structure": structure, "sparsity": sparsity, "threads": threads,
@@ -119,7 +132,7 @@ def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None
             "dense_equiv_gflops": round(flops / ms / 1e6, 1),
             "regime": "decode" if decode else "batched",
             "ideal": round(ideal, 2), "frac_of_ideal": round(speed / ideal, 3),
-            "dense_bytes": out * inp * 4, "sparse_bytes": packed.nbytes,
+            "dense_bytes": out * inp * 4, "sparse_bytes": sparse_bytes,
             "external_load": round(external, 3),
         })
     return rows
@@ -169,7 +182,7 @@ def main() -> None:
             for sp in sps:
                 for t in threads:
                     for dt in dtypes:
-                        for r in run_case(shape, n, st, sp, t, dt, a.kernels, rounds):
+                        for r in run_case(shape, n, st, sp, t, dt, a.kernels, rounds, skip_generic=a.quick):
                             if a.json:
                                 import json
 

@@ -30,6 +30,7 @@ const char* format_name(Format f) {
         case Format::BSR: return "bsr";
         case Format::BITMASK: return "bitmask";
         case Format::NM: return "nm";
+        case Format::CSR: return "csr";
     }
     return "?";
 }
@@ -109,12 +110,15 @@ class PackedHandle {
             require(static_cast<int64_t>(bias->shape(0)) == out_features, "bias must have out_features elements");
             a.bias = static_cast<const float*>(bias->data());
         }
-        if (format == "bsr") {
-            format_ = Format::BSR;
+        if (format == "csr") {  // CSR is BSR with 1 x 1 blocks, run by its own kernels
+            br = bc = 1;
+        }
+        if (format == "bsr" || format == "csr") {
+            format_ = format == "csr" ? Format::CSR : Format::BSR;
             require(br > 0 && bc > 0, "block shape must be positive");
             require(out_features % br == 0 && in_features % bc == 0, "the block shape must divide the weight shape");
             const int64_t nbr = out_features / br;
-            require(row_ptr && col_idx, "the bsr format needs row_ptr and col_idx");
+            require(row_ptr && col_idx, "the " + format + " format needs row_ptr and col_idx");
             require_contiguous_1d(*row_ptr, "row_ptr");
             require(row_ptr->dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
             require(static_cast<int64_t>(row_ptr->shape(0)) == nbr + 1,
@@ -160,7 +164,7 @@ class PackedHandle {
                 a.nm_m = nm_m;
             }
         } else {
-            fail("unknown format '" + format + "': allowed values are bsr, bitmask, nm");
+            fail("unknown format '" + format + "': allowed values are bsr, bitmask, nm, csr");
         }
     }
 
@@ -209,15 +213,18 @@ void validate_bsr(const Array& row_ptr, const Array& col_idx, int64_t n_block_co
     require(nbr >= 0 && rp[0] == 0 && rp[nbr] == nnzb, "row_ptr must start at 0 and end at the number of blocks");
     const bool u16 = col_idx.dtype() == nb::dtype<uint16_t>();
     require(u16 || col_idx.dtype() == nb::dtype<int32_t>(), "col_idx must be uint16 or int32");
+    // In the O(nnz) loops below the message is built only on failure: building it for every passing check
+    // (std::to_string and concatenation) cost 6 ms on a 1536 x 384 weight, against 0.08 ms for the checks.
     for (int64_t r = 0; r < nbr; ++r)  // all offsets first, so that no entry is read out of bounds below
-        require(rp[r] <= rp[r + 1], "row_ptr decreases at block-row " + std::to_string(r));
+        if (rp[r] > rp[r + 1]) fail("row_ptr decreases at block-row " + std::to_string(r));
     for (int64_t r = 0; r < nbr; ++r) {
         int64_t prev = -1;
         for (int64_t b = rp[r]; b < rp[r + 1]; ++b) {
             const int64_t c = u16 ? static_cast<const uint16_t*>(col_idx.data())[b]
                                   : static_cast<const int32_t*>(col_idx.data())[b];
-            require(c > prev && c < n_block_cols, "col_idx out of order or out of range in block-row " +
-                                                      std::to_string(r) + " (entry " + std::to_string(b) + ")");
+            if (!(c > prev && c < n_block_cols))
+                fail("col_idx out of order or out of range in block-row " + std::to_string(r) + " (entry " +
+                     std::to_string(b) + ")");
             prev = c;
         }
     }
@@ -243,19 +250,20 @@ void validate_bitmask(const Array& mask, std::optional<Array> row_ptr, int64_t i
     }
     for (int64_t r = 0; r < rows; ++r) {
         const uint64_t* mr = m + r * words;
-        require(words == 0 || (mr[words - 1] & pad) == 0, "mask has bits set past in_features in row " + std::to_string(r));
+        if (words > 0 && (mr[words - 1] & pad) != 0)
+            fail("mask has bits set past in_features in row " + std::to_string(r));
         if (rp) {
             int64_t count = 0;
             for (int64_t w = 0; w < words; ++w) count += __builtin_popcountll(mr[w]);
-            require(rp[r + 1] - rp[r] == count,
-                    "row_ptr does not match the number of mask bits in row " + std::to_string(r));
+            if (rp[r + 1] - rp[r] != count)
+                fail("row_ptr does not match the number of mask bits in row " + std::to_string(r));
         } else {
             for (int64_t g = 0; g < in_features; g += nm_m) {
                 int count = 0;
                 for (int64_t k = g; k < g + nm_m; ++k) count += (mr[k >> 6] >> (k & 63)) & 1;
-                require(count == nm_n, "group at column " + std::to_string(g) + " of row " + std::to_string(r) +
-                                           " keeps " + std::to_string(count) + " weights, N:M needs exactly " +
-                                           std::to_string(nm_n));
+                if (count != nm_n)
+                    fail("group at column " + std::to_string(g) + " of row " + std::to_string(r) + " keeps " +
+                         std::to_string(count) + " weights, N:M needs exactly " + std::to_string(nm_n));
             }
         }
     }

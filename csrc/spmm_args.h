@@ -11,7 +11,7 @@
 
 namespace sparsa {
 
-enum class Format : int { BSR = 0, BITMASK = 1, NM = 2 };
+enum class Format : int { BSR = 0, BITMASK = 1, NM = 2, CSR = 3 };
 enum class WDType : int { F32 = 0, BF16 = 1 };
 enum class IdxType : int { U16 = 0, I32 = 1 };
 enum class Isa : int { SCALAR = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
@@ -27,8 +27,8 @@ struct SpmmArgs {
     WDType wdtype;
     const void* values;      // f32 or bf16 (uint16) values, layout per format
     int64_t n_values;        // elements in `values` (kernels never read past it)
-    const int64_t* row_ptr;  // BSR: (out/br + 1) block offsets; BITMASK: (out + 1) value offsets; NM: unused
-    const void* col_idx;     // BSR: (nnzb,) block-column indices, uint16 or int32 (idx_type)
+    const int64_t* row_ptr;  // BSR: (out/br + 1) block offsets; BITMASK, CSR: (out + 1) value offsets; NM: unused
+    const void* col_idx;     // BSR: (nnzb,) block-column indices; CSR: (nnz,) column indices; uint16 or int32
     IdxType idx_type;
     const uint64_t* mask;    // BITMASK / NM: (out, mask_words) little-endian bit per input column
     int64_t mask_words;      // words per row = ceil(in / 64)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the kernel choices measured during tests go to a throw-away cache, not the user's ~/.cache/sparsa
+os.environ["SPARSA_CACHE_DIR"] = tempfile.mkdtemp(prefix="sparsa-test-cache-")
 
 
 @pytest.fixture(autouse=True)

@@ -63,6 +63,18 @@ def test_bitmask_layout_hand_computed():
     assert p.mask.numpy().view(np.uint8).reshape(2, 16).tolist() == ref.tolist()
 
 
+def test_csr_layout_hand_computed():
+    w = torch.tensor([[0.0, 2.0, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
+    p = pack(w, "unstructured", format="csr")
+    assert p.format_name == "csr"
+    assert p.row_ptr.tolist() == [0, 2, 2, 3]
+    assert p.col_idx.dtype == torch.uint16 and p.col_idx.tolist() == [1, 3, 0]
+    assert p.values.tolist() == [2.0, 3.0, 5.0]
+    assert torch.equal(p.to_dense(), w)
+    with pytest.raises(FormatError, match="does not hold structure '4x1'; allowed: bsr"):
+        pack(torch.zeros(4, 4), "4x1", format="csr")
+
+
 def test_nm_layout_hand_computed_and_fills_short_groups():
     w = torch.tensor([[0.0, 3.0, 0.0, 4.0, 0.0, 0.0, 0.0, 9.0]])
     p = pack(w, "2:4")
@@ -89,7 +101,7 @@ def test_bits_round_trip_odd_widths():
 
 @settings(max_examples=50, deadline=None)
 @given(
-    spec=st.sampled_from(["unstructured", "2:4", "4:8", "1:4", "4x1", "8x1", "1x4", "2x2", "3x5"]),
+    spec=st.sampled_from(["unstructured", "csr", "2:4", "4:8", "1:4", "4x1", "8x1", "1x4", "2x2", "3x5"]),
     rows=st.integers(1, 9),
     cols=st.integers(1, 9),
     sparsity=st.sampled_from([0.0, 0.3, 0.5, 0.9, 0.99]),
@@ -99,12 +111,14 @@ def test_bits_round_trip_odd_widths():
 def test_round_trip(spec, rows, cols, sparsity, dtype, seed):
     from sparsa.structure import parse_structure
 
+    fmt = "csr" if spec == "csr" else None
+    spec = "unstructured" if spec == "csr" else spec
     s = parse_structure(spec)
     r = getattr(s, "rows", 1)
     c = getattr(s, "cols", getattr(s, "m", 1))
     g = torch.Generator().manual_seed(seed)
     w = sparse_weight(rows * r, cols * c, spec, None if ":" in spec else sparsity, g).to(dtype)
-    p = pack(w, spec, dtype)
+    p = pack(w, spec, dtype, format=fmt)
     p.validate()
     assert p.values.dtype == dtype
     assert torch.equal(p.to_dense(), w)
@@ -147,16 +161,18 @@ def test_validation_catches_inconsistent_tensors():
         _corrupt(n, mask=m.view(torch.uint64)).validate()
 
 
-@pytest.mark.parametrize("spec", ["4x1", "unstructured", "2:4"])
-def test_from_tensors_round_trip_and_rejects_missing(spec):
-    from sparsa.formats import format_for
+@pytest.mark.parametrize("spec, fmt", [("4x1", None), ("unstructured", None), ("unstructured", "csr"), ("2:4", None)])
+def test_from_tensors_round_trip_and_rejects_missing(spec, fmt):
+    from sparsa.formats import FORMATS
     from sparsa.structure import parse_structure
 
     st_ = parse_structure(spec)
-    p = pack(sparse_weight(8, 16, spec, None if spec == "2:4" else 0.5, torch.Generator().manual_seed(0)), st_)
-    q = format_for(st_).from_tensors(p.shape, st_, p.tensors())
+    p = pack(sparse_weight(8, 16, spec, None if spec == "2:4" else 0.5, torch.Generator().manual_seed(0)), st_,
+             format=fmt)
+    cls = FORMATS[p.format_name]
+    q = cls.from_tensors(p.shape, st_, p.tensors())
     assert torch.equal(q.to_dense(), p.to_dense())
     t = p.tensors()
     t.pop("values")
     with pytest.raises(FormatError, match="missing values"):
-        format_for(st_).from_tensors(p.shape, st_, t)
+        cls.from_tensors(p.shape, st_, t)

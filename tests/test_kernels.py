@@ -57,7 +57,7 @@ def test_kernel_matches_reference(kernel, n, rows, cols, sparsity, with_bias, ze
     g = torch.Generator().manual_seed(seed)
     out, inp = rows * rm, cols * cm
     w = sparse_weight(out, inp, spec, None if spec == "2:4" else sparsity, g, zero_rows=min(zero_rows, rows) * rm)
-    p = pack(w, spec, kernel.weight_dtype)
+    p = pack(w, spec, kernel.weight_dtype, format=kernel.format)
     assert kernel.supports(p)
     wq = p.to_dense().float()  # the weight as stored (bf16-rounded when the values are bf16)
     xbig = torch.randn(n, inp + stride_pad, generator=g)
@@ -80,13 +80,15 @@ def test_large_and_fully_dense_or_empty(kernel):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(300, 388, generator=g)
     for w in (sparse_weight(44 * rm, 388, spec, None if spec == "2:4" else 0.0, g), torch.zeros(44 * rm, 388)):
-        p = pack(w, spec, kernel.weight_dtype)
+        p = pack(w, spec, kernel.weight_dtype, format=kernel.format)
         y = spmm(p, x, None, kernel)
         assert_close_to_reference(y, x, p.to_dense().float(), None, p.reference_matmul(x))
 
 
 def test_every_format_and_dtype_has_a_portable_kernel():
-    for fmt in ("bsr", "bitmask", "nm"):
+    from sparsa.formats import FORMATS
+
+    for fmt in FORMATS:
         for dt in (torch.float32, torch.bfloat16):
             assert any(k.format == fmt and k.weight_dtype == dt and k.isa == "scalar" for k in KERNELS)
 
@@ -133,9 +135,9 @@ def test_wrong_inputs_raise_clear_errors():
 def test_concurrent_calls_from_python_threads():
     g = torch.Generator().manual_seed(5)
     cases = []
-    for spec in ("4x1", "unstructured", "2:4"):
+    for spec, fmt in (("4x1", None), ("unstructured", None), ("unstructured", "csr"), ("2:4", None)):
         w = sparse_weight(64, 96, spec, None if spec == "2:4" else 0.7, g)
-        p = pack(w, spec)
+        p = pack(w, spec, format=fmt)
         x = torch.randn(40, 96, generator=g)
         cases.append((p, x, p.reference_matmul(x)))
     errors: list[str] = []

@@ -87,6 +87,52 @@ static void bsr_batched(const SpmmArgs& a) {
     }
 }
 
+// One block-row for NTOK tokens. Accumulators are indexed by compile-time constants only, so they stay in
+// registers (a runtime token count kept them on the stack, measured 1.7x slower); with one token, four
+// accumulators rotate over the blocks so that FMA latency does not serialise the row.
+template <int R, int C, int NTOK, class WT, class IT>
+static inline void bsr_decode_row(const SpmmArgs& a, const WT* vals, const IT* cols, int64_t brow) {
+    constexpr int NACC = NTOK == 1 ? 4 : 1;
+    float acc[NACC][NTOK][R] = {};
+    const int64_t b0 = a.row_ptr[brow], b1 = a.row_ptr[brow + 1];
+    int64_t b = b0;
+    for (; b + NACC <= b1; b += NACC) {
+#pragma GCC unroll 4
+        for (int u = 0; u < NACC; ++u) {
+            const int64_t k0 = static_cast<int64_t>(cols[b + u]) * C;
+            const WT* wb = vals + (b + u) * (R * C);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; ++c)
+#pragma GCC unroll 8
+                for (int t = 0; t < NTOK; ++t) {
+                    const float xv = a.x[t * a.ldx + k0 + c];
+#pragma GCC unroll 16
+                    for (int i = 0; i < R; ++i) acc[u][t][i] += wload(wb, i * C + c) * xv;
+                }
+        }
+    }
+    for (; b < b1; ++b) {
+        const int64_t k0 = static_cast<int64_t>(cols[b]) * C;
+        const WT* wb = vals + b * (R * C);
+        for (int c = 0; c < C; ++c)
+            for (int t = 0; t < NTOK; ++t) {
+                const float xv = a.x[t * a.ldx + k0 + c];
+                for (int i = 0; i < R; ++i) acc[0][t][i] += wload(wb, i * C + c) * xv;
+            }
+    }
+    for (int t = 0; t < NTOK; ++t)
+        for (int i = 0; i < R; ++i) {
+            float s = 0.0f;
+            for (int u = 0; u < NACC; ++u) s += acc[u][t][i];
+            a.y[t * a.ldy + brow * R + i] = s + (a.bias ? a.bias[brow * R + i] : 0.0f);
+        }
+}
+
+template <int R, int C, int NTOK, class WT, class IT>
+static inline void bsr_decode_rows(const SpmmArgs& a, const WT* vals, const IT* cols, int64_t r0, int64_t r1) {
+    for (int64_t brow = r0; brow < r1; ++brow) bsr_decode_row<R, C, NTOK>(a, vals, cols, brow);
+}
+
 template <int R, int C, class WT, class IT>
 static void bsr_decode(const SpmmArgs& a) {
     const WT* vals = static_cast<const WT*>(a.values);
@@ -95,22 +141,16 @@ static void bsr_decode(const SpmmArgs& a) {
     const int64_t chunk = rows_per_task(nbr, a.nthreads);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(a.nthreads) if (a.nthreads > 1)
     for (int64_t c0 = 0; c0 < nbr; c0 += chunk) {
-        for (int64_t brow = c0; brow < imin(nbr, c0 + chunk); ++brow) {
-            float acc[kDecodeMaxN][R] = {};
-            for (int64_t b = a.row_ptr[brow]; b < a.row_ptr[brow + 1]; ++b) {
-                const int64_t k0 = static_cast<int64_t>(cols[b]) * C;
-                for (int c = 0; c < C; ++c) {
-                    float w[R];
-                    for (int i = 0; i < R; ++i) w[i] = wload(vals, (b * R + i) * C + c);
-                    for (int64_t t = 0; t < a.n; ++t) {
-                        const float xv = a.x[t * a.ldx + k0 + c];
-                        for (int i = 0; i < R; ++i) acc[t][i] += w[i] * xv;
-                    }
-                }
-            }
-            for (int64_t t = 0; t < a.n; ++t)
-                for (int i = 0; i < R; ++i)
-                    a.y[t * a.ldy + brow * R + i] = acc[t][i] + (a.bias ? a.bias[brow * R + i] : 0.0f);
+        const int64_t c1 = imin(nbr, c0 + chunk);
+        switch (a.n) {
+            case 1: bsr_decode_rows<R, C, 1>(a, vals, cols, c0, c1); break;
+            case 2: bsr_decode_rows<R, C, 2>(a, vals, cols, c0, c1); break;
+            case 3: bsr_decode_rows<R, C, 3>(a, vals, cols, c0, c1); break;
+            case 4: bsr_decode_rows<R, C, 4>(a, vals, cols, c0, c1); break;
+            case 5: bsr_decode_rows<R, C, 5>(a, vals, cols, c0, c1); break;
+            case 6: bsr_decode_rows<R, C, 6>(a, vals, cols, c0, c1); break;
+            case 7: bsr_decode_rows<R, C, 7>(a, vals, cols, c0, c1); break;
+            default: bsr_decode_rows<R, C, 8>(a, vals, cols, c0, c1); break;
         }
     }
 }

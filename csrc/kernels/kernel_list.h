@@ -15,4 +15,6 @@
     {"f32_bitmask_spmm__" sfx, Format::BITMASK, isa, WDType::F32, 0, 0, &bitmask_kernel<float>},           \
     {"bf16_bitmask_spmm__" sfx, Format::BITMASK, isa, WDType::BF16, 0, 0, &bitmask_kernel<uint16_t>},      \
     {"f32_nm_spmm__" sfx, Format::NM, isa, WDType::F32, 0, 0, &bitmask_kernel<float>},                     \
-    {"bf16_nm_spmm__" sfx, Format::NM, isa, WDType::BF16, 0, 0, &bitmask_kernel<uint16_t>}
+    {"bf16_nm_spmm__" sfx, Format::NM, isa, WDType::BF16, 0, 0, &bitmask_kernel<uint16_t>},             \
+    {"f32_csr_spmm__" sfx, Format::CSR, isa, WDType::F32, 0, 0, &csr_kernel<float>},                       \
+    {"bf16_csr_spmm__" sfx, Format::CSR, isa, WDType::BF16, 0, 0, &csr_kernel<uint16_t>}

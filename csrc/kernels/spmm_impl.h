@@ -9,3 +9,4 @@
 #include "common.h"
 #include "bsr.h"
 #include "bitmask.h"
+#include "csr.h"

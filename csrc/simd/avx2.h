@@ -36,6 +36,19 @@ struct SimdAvx2 {
         const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     }
+    // x[idx[0..7]] for 32-bit indices held in a vector (AVX2 vgatherdps).
+    static V gather(const float* base, __m256i idx) { return _mm256_i32gather_ps(base, idx, 4); }
+    static __m256i indices(const uint16_t* p) {
+        return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static __m256i indices(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+    template <class IT>
+    static V gather_at(const float* base, const IT* idx) { return gather(base, indices(idx)); }
+    // v with lanes >= count zeroed
+    static V first(V v, int count) {
+        const __m256i on = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        return _mm256_and_ps(v, _mm256_castsi256_ps(on));
+    }
     static float reduce(V v) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -25,6 +25,15 @@ struct SimdAvx512 {
         const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
+    // x[idx[0..15]] for 32-bit indices held in a vector (AVX-512 vgatherdps).
+    static V gather(const float* base, __m512i idx) { return _mm512_i32gather_ps(idx, base, 4); }
+    static __m512i indices(const uint16_t* p) {
+        return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    static __m512i indices(const int32_t* p) { return _mm512_loadu_si512(p); }
+    template <class IT>
+    static V gather_at(const float* base, const IT* idx) { return gather(base, indices(idx)); }
+    static V first(V v, int count) { return _mm512_maskz_mov_ps(static_cast<__mmask16>((1u << count) - 1), v); }
     static float reduce(V v) { return _mm512_reduce_add_ps(v); }
     static V expand(V loaded, unsigned bits) { return _mm512_maskz_expand_ps(static_cast<__mmask16>(bits), loaded); }
     static void transpose8(__m256 r[8]) { SimdAvx2::transpose8(r); }

@@ -17,6 +17,16 @@ struct SimdNeon {
     static V set1_bf16(const uint16_t* p) { return vreinterpretq_f32_u32(vdupq_n_u32(static_cast<uint32_t>(*p) << 16)); }
     static V loadu_bf16(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
     static float reduce(V v) { return vaddvq_f32(v); }
+    template <class IT>
+    static V gather_at(const float* base, const IT* idx) {
+        const float g[4] = {base[idx[0]], base[idx[1]], base[idx[2]], base[idx[3]]};
+        return vld1q_f32(g);
+    }
+    static V first(V v, int count) {
+        const int32_t lanes[4] = {0, 1, 2, 3};
+        const uint32x4_t on = vcltq_s32(vld1q_s32(lanes), vdupq_n_s32(count));
+        return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), on));
+    }
     static V expand(V loaded, unsigned bits) {
         // lane j takes the popcount(bits & ((1 << j) - 1))-th loaded value when bit j is set
         alignas(16) float in[4], out[4];

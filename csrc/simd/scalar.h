@@ -22,5 +22,8 @@ struct SimdScalar {
         return f;
     }
     static float reduce(V v) { return v; }
+    template <class IT>
+    static V gather_at(const float* base, const IT* idx) { return base[idx[0]]; }
+    static V first(V v, int count) { return count > 0 ? v : 0.0f; }
     static V expand(V loaded, unsigned bits) { return bits & 1 ? loaded : 0.0f; }
 };

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import _C
-from ..formats import BitmaskWeight, BsrWeight, NMWeight, PackedWeight
+from ..formats import BitmaskWeight, BsrWeight, CsrWeight, NMWeight, PackedWeight
 
 __all__ = ["KernelSpec", "KERNELS", "kernels_for", "best_kernel", "get_kernel", "spmm", "prepare", "Prepared",
            "KernelError"]
@@ -113,6 +113,9 @@ class Prepared:
             r, c = packed.block
             self._handle = _C.PackedHandle("bsr", n_in, n_out, t["values"], t["row_ptr"], t["col_idx"], None,
                                            br=r, bc=c, bias=self.bias)
+        elif isinstance(packed, CsrWeight):
+            self._handle = _C.PackedHandle("csr", n_in, n_out, t["values"], t["row_ptr"], t["col_idx"], None,
+                                           bias=self.bias)
         elif isinstance(packed, BitmaskWeight):
             self._handle = _C.PackedHandle("bitmask", n_in, n_out, t["values"], t["row_ptr"], None, t["mask"],
                                            bias=self.bias)

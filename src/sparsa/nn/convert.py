@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..detect import detect_structure
+from ..formats import pack, preferred_format
 from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, Pattern, select_modules, weight_out_in
 from ..structure import StructureLike, parse_structure
 from .sparse_linear import SparseLinear
@@ -48,15 +49,18 @@ def sparsify(
     targets: Sequence[Pattern] = DEFAULT_TARGETS,
     ignore: Sequence[Pattern] = DEFAULT_IGNORE,
     dtype: torch.dtype | None = None,
-    kernel: str | None = None,
+    kernel: str | None = "auto",
+    format: str | None = None,
     min_sparsity: float = 0.0,
     inplace: bool = False,
 ) -> tuple[nn.Module, list[ConvertedModule]]:
     """Convert pruned modules to SparseLinear; returns (model, per-module report).
 
-    ``dtype``: the dtype to store values in (float32 or bfloat16; default float32). ``kernel``: a kernel name
-    to force (default: the best available for each weight). With ``inplace=False`` (default) the model is
-    copied first and the original keeps its dense modules.
+    ``dtype``: the dtype to store values in (float32 or bfloat16; default float32). ``kernel``: "auto" (default:
+    per call size, the fastest of dense and every sparse kernel, measured once and cached), None (always the best
+    sparse kernel), or a kernel name to force. ``format``: the packed layout (default: the measured rule of
+    :func:`sparsa.formats.preferred_format`, e.g. CSR for unstructured weights from 85% sparsity). With
+    ``inplace=False`` (default) the model is copied first and the original keeps its dense modules.
     """
     if not inplace:
         model = copy.deepcopy(model)
@@ -75,7 +79,8 @@ def sparsify(
             st = fixed
         else:
             st = detect_structure(w)
-        sparse = SparseLinear.from_linear(module, st, dtype=dtype, kernel=kernel)
+        fmt = format or preferred_format(st, zeros / w.numel()).format_name
+        sparse = SparseLinear(pack(w, st, dtype, format=fmt), getattr(module, "bias", None), kernel)
         _set_submodule(model, name, sparse)
         p = sparse.packed
         report.append(
@@ -84,7 +89,7 @@ def sparsify(
                 structure=str(st),
                 format=p.format_name,
                 sparsity=p.sparsity,
-                kernel=sparse.kernel.name if sparse.kernel else "torch",
+                kernel="auto" if sparse.auto else (sparse.kernel.name if sparse.kernel else "torch"),
                 dense_bytes=w.numel() * w.element_size(),
                 sparse_bytes=p.nbytes,
             )

@@ -1,9 +1,12 @@
 """SparseLinear: a drop-in replacement for nn.Linear whose weight is packed and multiplied by a C++ kernel.
 
-Inference module: y = x W^T + b through ``sparsa.kernels.spmm`` for float32 CPU inputs without autograd. Other
-cases (a tensor on another device, inputs that require grad) take the plain-PyTorch path through the unpacked
-weight, which is correct but not fast. The packed tensors are registered as buffers, so ``state_dict``, ``.to``
-and ``copy.deepcopy`` see them.
+Inference module: y = x W^T + b. With ``kernel="auto"`` (the default) the path for a call with N tokens is the
+automatic choice of :mod:`sparsa.kernels.autotune` between every sparse kernel that can run the weight and torch
+dense: measured once per kind of weight and token bucket, cached, and never slower than dense (when dense wins, a
+dense copy of the weight is materialised and kept beside the packed one). ``kernel=None`` always runs the best
+sparse kernel for the CPU; a kernel name forces that kernel. Calls that the kernels do not serve (a tensor on
+another device, inputs that require grad) take the plain-PyTorch path through the unpacked weight: correct, not
+fast. The packed tensors are registered as buffers, so ``state_dict``, ``.to`` and ``copy.deepcopy`` see them.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from torch import nn
 
 from ..formats import PackedWeight, pack
 from ..kernels import KernelSpec, Prepared, best_kernel, get_kernel
+from ..kernels import autotune
 from ..structure import StructureLike
 
 __all__ = ["SparseLinear"]
 
+AUTO = "auto"
+
 
 class SparseLinear(nn.Module):
-    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, kernel: KernelSpec | str | None = None):
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None,
+                 kernel: KernelSpec | str | None = AUTO):
         super().__init__()
         packed.validate()
         self.out_features, self.in_features = packed.shape
@@ -41,33 +48,38 @@ class SparseLinear(nn.Module):
         linear: nn.Module,
         structure: StructureLike = "unstructured",
         dtype: torch.dtype | None = None,
-        kernel: KernelSpec | str | None = None,
+        kernel: KernelSpec | str | None = AUTO,
     ) -> "SparseLinear":
         """Pack a Linear (or transformers Conv1D) whose weight already holds the zeros of ``structure``."""
         from ..modules import weight_out_in
 
         return cls(pack(weight_out_in(linear), structure, dtype), getattr(linear, "bias", None), kernel)
 
-    # ---- packed weight kept in step with the buffers ----
+    # ---- packed weight and dispatch, kept in step with the buffers ----
     @property
     def packed(self) -> PackedWeight:
         return self._packed
 
-    def _choose_kernel(self) -> KernelSpec | None:
-        req = self._kernel_request
-        if self.values.device.type != "cpu":
-            return None
-        if req is None or req == "auto":
-            return best_kernel(self._packed)
-        spec = get_kernel(req) if isinstance(req, str) else req
-        if not spec.supports(self._packed):
-            raise ValueError(f"kernel {spec.name} cannot run this {self._packed.format_name} weight")
-        return spec
+    @property
+    def auto(self) -> bool:
+        return self._kernel_request == AUTO
 
     def _bind(self) -> None:
-        """Choose the kernel and bind the packed tensors to the C++ core (on the CPU only)."""
-        self.kernel = self._choose_kernel()
-        self._prepared = Prepared(self._packed, self.bias) if self.kernel is not None else None
+        """Bind the packed tensors to the C++ core (CPU only) and reset the per-bucket dispatch."""
+        self._dispatch: dict[int, KernelSpec | None] = {}  # token bucket -> kernel, or None for dense
+        self._dense_weight: torch.Tensor | None = None
+        on_cpu = self.values.device.type == "cpu"
+        self._prepared = Prepared(self._packed, self.bias) if on_cpu else None
+        req = self._kernel_request
+        if not on_cpu:
+            self.kernel = None
+        elif req is None or req == AUTO:
+            self.kernel = best_kernel(self._packed)  # auto: the best sparse kernel, used whenever sparse wins
+        else:
+            spec = get_kernel(req) if isinstance(req, str) else req
+            if not spec.supports(self._packed):
+                raise ValueError(f"kernel {spec.name} cannot run this {self._packed.format_name} weight")
+            self.kernel = spec
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -76,17 +88,39 @@ class SparseLinear(nn.Module):
         self._bind()
         return self
 
+    def dense_weight(self) -> torch.Tensor:
+        """The (out, in) float32 weight, unpacked once and kept (used when dense is the faster path)."""
+        if self._dense_weight is None:
+            self._dense_weight = self._packed.to_dense().to(torch.float32).contiguous()
+        return self._dense_weight
+
+    def path_for(self, n: int) -> KernelSpec | None:
+        """The kernel that serves a call with ``n`` tokens (None: torch dense)."""
+        if not self.auto:
+            return self.kernel
+        nb = autotune.n_bucket(n)
+        if nb not in self._dispatch:
+            choice = autotune.choose(self._prepared, self.dense_weight(), nb)
+            self._dispatch[nb] = None if choice.kernel == autotune.DENSE else get_kernel(choice.kernel)
+            if all(v is not None for v in self._dispatch.values()):
+                self._dense_weight = None  # sparse won every bucket so far: do not keep a dense copy
+        return self._dispatch[nb]
+
+    def kernel_name_for(self, n: int) -> str:
+        k = self.path_for(n)
+        return "torch dense" if k is None else k.name
+
     # ---- compute ----
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (N, in)
-        fast = (
-            self.kernel is not None
-            and x.device.type == "cpu"
-            and not (torch.is_grad_enabled() and x.requires_grad)
-        )
+        fast = self._prepared is not None and x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad)
         if fast:
-            y = self._prepared(x2.to(torch.float32), self.kernel)
+            k = self.path_for(x2.shape[0])
+            if k is not None:
+                y = self._prepared(x2.to(torch.float32), k)
+            else:
+                y = nn.functional.linear(x2.to(torch.float32), self.dense_weight(), self.bias)
         else:
             w = self._packed.to_dense().to(device=x.device, dtype=x.dtype)
             b = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
@@ -100,7 +134,11 @@ class SparseLinear(nn.Module):
 
     def extra_repr(self) -> str:
         p = self._packed
-        k = self.kernel.name if self.kernel is not None else "torch"
+        if self.auto:
+            k = "auto" + (" (" + ", ".join(f"n<={n}: {'dense' if s is None else s.name}"
+                                          for n, s in sorted(self._dispatch.items())) + ")" if self._dispatch else "")
+        else:
+            k = self.kernel.name if self.kernel is not None else "torch"
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"format={p.format_name}, structure={p.structure}, sparsity={p.sparsity:.3f}, "

@@ -106,6 +106,17 @@ def group_modules(converted: list[ConvertedModule], shapes: dict[str, tuple[int,
     return out
 
 
+def resolve_kernels(model: nn.Module, converted: list[ConvertedModule], n: int) -> None:
+    """Record in ``converted`` which path each auto module takes for calls of ``n`` tokens (tuning if needed)."""
+    from ..nn import SparseLinear
+
+    mods = dict(model.named_modules())
+    for c in converted:
+        m = mods.get(c.name)
+        if isinstance(m, SparseLinear) and m.auto:
+            c.kernel = m.kernel_name_for(n)
+
+
 def latency_inputs(tokenizer, batch: int, seq: int, vocab_size: int = 1000) -> dict[str, torch.Tensor]:
     """A (batch, seq) input of real tokens: held-out text, truncated and padded to exactly ``seq``
     (random token ids from a fixed seed when the model has no tokenizer)."""
@@ -167,6 +178,7 @@ def run_demo(
     err = max(max_rel_error(out_pruned, out_sparse), max_rel_error(emb_pruned, emb_sparse))
 
     step(f"timing dense vs sparse at {batch}x{seq} tokens ({repeats} runs each)")
+    resolve_kernels(sparse, converted, batch * seq)  # tune before timing, not inside it
     t_dense = time_fn(lambda: dense(**inputs), repeats=repeats)
     t_sparse = time_fn(lambda: sparse(**inputs), repeats=repeats)
 
@@ -248,6 +260,7 @@ def run_bench(
     inputs = latency_inputs(tokenizer, batch, seq, getattr(getattr(model, "config", None), "vocab_size", 1000))
     with torch.inference_mode():
         err = max_rel_error(_first_output(model(**inputs)), _first_output(sparse(**inputs)))
+    resolve_kernels(sparse, converted, batch * seq)
     t_dense = time_fn(lambda: dense(**inputs), repeats=repeats)
     t_sparse = time_fn(lambda: sparse(**inputs), repeats=repeats)
     groups = group_modules(converted, shapes)

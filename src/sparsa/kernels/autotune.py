@@ -1,0 +1,174 @@
+"""The automatic choice between torch dense and each sparse kernel that can run a weight, measured once and cached.
+
+For a packed weight and a number of tokens N, every available kernel and ``torch.nn.functional.linear`` with the
+dense weight are timed on the spot (a few milliseconds) and the fastest wins; a sparse kernel must beat dense by
+``MARGIN`` to be chosen, so that noise never trades a sure dense result for a doubtful sparse one and a converted
+model is never slower than its dense original. Choices are cached per (format, structure, shape, value dtype,
+sparsity rounded to 5%, N bucket, threads, CPU): in memory, and in a JSON file so later processes skip the
+measurement (``SPARSA_CACHE_DIR``, default ``~/.cache/sparsa``; ``SPARSA_AUTOTUNE_CACHE=0`` keeps it in memory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import _C
+from ..formats import PackedWeight
+from . import KernelSpec, Prepared, kernels_for
+
+__all__ = ["Choice", "choose", "n_bucket", "cache_path", "clear_cache", "MARGIN", "DENSE"]
+
+MARGIN = 0.95  # a sparse kernel is chosen only if it takes at most 95% of the dense time
+DENSE = "dense"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Choice:
+    kernel: str          # a kernel name, or "dense"
+    times_ms: dict       # every candidate's median time, as measured
+    n: int               # the token count measured (the bucket's representative)
+
+
+def n_bucket(n: int) -> int:
+    """Token counts are tuned in buckets: exact up to 8 (the decode regime), then powers of two."""
+    if n <= 8:
+        return max(1, n)
+    return 1 << (int(n) - 1).bit_length()
+
+
+def _cpu_signature() -> str:
+    feats = ",".join(sorted(k for k, v in _C.cpu_features().items() if v))
+    return f"{platform.machine()}|{os.cpu_count()}|{feats}"
+
+
+def _key(packed: PackedWeight, n: int, threads: int) -> str:
+    out, inp = packed.shape
+    sp = round(packed.sparsity * 20) / 20
+    dt = str(packed.value_dtype).replace("torch.", "")
+    return f"{packed.format_name}|{packed.structure}|{out}x{inp}|{dt}|{sp:.2f}|n{n}|t{threads}"
+
+
+def cache_path() -> Path | None:
+    if os.environ.get("SPARSA_AUTOTUNE_CACHE", "1") == "0":
+        return None
+    root = os.environ.get("SPARSA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sparsa")
+    return Path(root) / "autotune.json"
+
+
+_lock = threading.Lock()
+_memory: dict[str, dict] = {}
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    p = cache_path()
+    if p is None or not p.is_file():
+        return
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return  # a damaged cache is only a lost optimisation: measure again
+    if data.get("version") == _FORMAT_VERSION and data.get("cpu") == _cpu_signature():
+        from .. import __version__
+
+        if data.get("sparsa") == __version__:
+            _memory.update(data.get("choices", {}))
+
+
+def _save() -> None:
+    p = cache_path()
+    if p is None:
+        return
+    from .. import __version__
+
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"version": _FORMAT_VERSION, "sparsa": __version__, "cpu": _cpu_signature(), "choices": _memory}
+        fd, tmp = tempfile.mkstemp(prefix=".autotune.", dir=p.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f)
+        os.replace(tmp, p)  # readers see the old file or the new one, never half of one
+    except OSError:
+        pass  # a read-only home directory must not break inference
+
+
+def clear_cache() -> None:
+    """Forget every cached choice (in memory and on disk)."""
+    global _loaded
+    with _lock:
+        _memory.clear()
+        _loaded = True
+        p = cache_path()
+        if p is not None and p.is_file():
+            p.unlink()
+
+
+def _median_ms(fn, reps: int) -> float:
+    fn()  # warm-up (first-touch of buffers, kernel code in cache)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _time_all(fns: dict, reps: int, threads: int) -> dict[str, float]:
+    """Median milliseconds of each candidate, run with ``threads`` threads."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return {name: _median_ms(fn, reps) for name, fn in fns.items()}
+    finally:
+        torch.set_num_threads(prev)
+
+
+def measure(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int,
+            candidates: list[KernelSpec] | None = None, reps: int = 7) -> Choice:
+    """Time dense and every candidate kernel for ``n`` tokens (interleaved rounds) and pick the winner."""
+    packed = prepared.packed
+    out, inp = packed.shape
+    cands = candidates if candidates is not None else kernels_for(packed)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, inp, generator=g)
+    y = torch.empty(n, out)
+    fns = {DENSE: lambda: torch.nn.functional.linear(x, dense_weight)}
+    for k in cands:
+        fns[k.name] = lambda k=k: prepared(x, k, out=y, threads=threads)
+    times = _time_all(fns, reps, threads)
+    best = min((k for k in times if k != DENSE), key=times.__getitem__, default=None)
+    chosen = best if best is not None and times[best] <= MARGIN * times[DENSE] else DENSE
+    return Choice(chosen, times, n)
+
+
+def choose(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int | None = None) -> Choice:
+    """The cached choice for this weight's kind and ``n`` tokens, measured on first use."""
+    threads = threads or torch.get_num_threads()
+    nb = n_bucket(n)
+    key = _key(prepared.packed, nb, threads)
+    with _lock:
+        _load()
+        hit = _memory.get(key)
+    if hit is not None:
+        return Choice(hit["kernel"], hit["times_ms"], hit["n"])
+    c = measure(prepared, dense_weight, nb, threads)
+    with _lock:
+        _memory[key] = {"kernel": c.kernel, "times_ms": c.times_ms, "n": c.n}
+        _save()
+    return c

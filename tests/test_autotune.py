@@ -1,0 +1,93 @@
+"""The automatic choice between dense and the sparse kernels: its decision rule (with injected timings, so the
+test does not depend on the machine's speed), its cache, and that both paths compute the same thing."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from sparsa import SparseLinear
+from sparsa.formats import pack
+from sparsa.kernels import Prepared, autotune, kernels_for
+
+from helpers import sparse_weight
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    autotune.clear_cache()
+    yield
+    autotune.clear_cache()
+
+
+def _weight(spec="4x1", sparsity=0.9):
+    p = pack(sparse_weight(64, 96, spec, sparsity, torch.Generator().manual_seed(0)), spec)
+    return Prepared(p), p.to_dense()
+
+
+def test_dense_wins_unless_a_kernel_beats_it_by_the_margin(monkeypatch):
+    prep, dense = _weight()
+    fastest = kernels_for(prep.packed)[0].name
+    for kernel_ms, expected in [(0.97, "dense"), (0.90, fastest), (1.5, "dense")]:
+        monkeypatch.setattr(autotune, "_time_all",
+                            lambda fns, reps, threads, t=kernel_ms: {n: (1.0 if n == "dense" else t + (n != fastest))
+                                                                      for n in fns})
+        assert autotune.measure(prep, dense, 128, 2).kernel == expected
+
+
+def test_choices_are_cached_in_memory_and_on_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARSA_CACHE_DIR", str(tmp_path))
+    autotune.clear_cache()
+    prep, dense = _weight()
+    calls = []
+    real = autotune.measure
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(autotune, "measure", counting)
+    c1 = autotune.choose(prep, dense, 100, threads=1)
+    c2 = autotune.choose(prep, dense, 120, threads=1)  # same bucket (128): no new measurement
+    assert len(calls) == 1 and c1 == c2 and c1.n == 128
+    data = json.loads((tmp_path / "autotune.json").read_text())
+    assert any(k.endswith("|n128|t1") for k in data["choices"])
+    # a new process (simulated by forgetting memory) reads the file instead of measuring
+    autotune._memory.clear()
+    autotune._loaded = False
+    assert autotune.choose(prep, dense, 128, threads=1).kernel == c1.kernel and len(calls) == 1
+
+
+def test_a_damaged_cache_file_is_ignored(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARSA_CACHE_DIR", str(tmp_path))
+    (tmp_path / "autotune.json").write_text("{not json")
+    autotune._memory.clear()
+    autotune._loaded = False
+    prep, dense = _weight()
+    assert autotune.choose(prep, dense, 4, threads=1).kernel in ["dense"] + [k.name for k in kernels_for(prep.packed)]
+
+
+def test_buckets():
+    assert [autotune.n_bucket(n) for n in (1, 3, 8, 9, 16, 17, 128, 129)] == [1, 3, 8, 16, 16, 32, 128, 256]
+
+
+@pytest.mark.parametrize("winner", ["dense", "sparse"])
+def test_sparse_linear_auto_is_correct_on_either_path(monkeypatch, winner):
+    g = torch.Generator().manual_seed(1)
+    lin = nn.Linear(96, 64)
+    with torch.no_grad():
+        lin.weight.copy_(sparse_weight(64, 96, "unstructured", 0.8, g))
+    sl = SparseLinear.from_linear(lin, "unstructured")
+    assert sl.auto
+    k0 = kernels_for(sl.packed)[0].name
+    monkeypatch.setattr(
+        autotune, "measure",
+        lambda prep, dense, n, threads, **kw: autotune.Choice("dense" if winner == "dense" else k0, {}, n),
+    )
+    x = torch.randn(5, 7, 96, generator=g)
+    with torch.inference_mode():
+        y = sl(x)
+    torch.testing.assert_close(y, lin(x), rtol=1e-4, atol=1e-4)
+    assert sl.kernel_name_for(35) == ("torch dense" if winner == "dense" else k0)
+    assert ("dense" in repr(sl)) == (winner == "dense")
