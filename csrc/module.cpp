@@ -72,37 +72,7 @@ const KernelInfo& kernel_at(int index) {
 
 int num_threads() { return omp_get_max_threads(); }
 
-// Fills the activation/output/bias part of the arguments and checks it against the kernel and shapes.
-SpmmArgs common_args(const KernelInfo& k, const Array& x, const Array& values, int64_t in_features,
-                     int64_t out_features, const std::optional<Array>& bias, const Array& y, int threads) {
-    SpmmArgs a{};
-    a.ldx = require_rows(x, "x");
-    a.ldy = require_rows(y, "y");
-    a.n = static_cast<int64_t>(x.shape(0));
-    a.in = in_features;
-    a.out = out_features;
-    require(static_cast<int64_t>(x.shape(1)) == in_features,
-            "x has " + std::to_string(x.shape(1)) + " features, the weight expects " + std::to_string(in_features));
-    require(static_cast<int64_t>(y.shape(0)) == a.n && static_cast<int64_t>(y.shape(1)) == out_features,
-            "y must have shape (" + std::to_string(a.n) + ", " + std::to_string(out_features) + ")");
-    a.x = static_cast<const float*>(x.data());
-    a.y = static_cast<float*>(y.data());
-    if (bias) {
-        require(is_f32(*bias), "bias must be float32");
-        require_contiguous_1d(*bias, "bias");
-        require(static_cast<int64_t>(bias->shape(0)) == out_features, "bias must have out_features elements");
-        a.bias = static_cast<const float*>(bias->data());
-    }
-    require_contiguous_1d(values, "values");
-    if (k.wdtype == WDType::F32) require(is_f32(values), std::string(k.name) + " takes float32 values");
-    else require(is_bf16(values), std::string(k.name) + " takes bfloat16 values");
-    a.wdtype = k.wdtype;
-    a.values = values.data();
-    a.nthreads = threads > 0 ? threads : num_threads();
-    return a;
-}
-
-// Scratch for the batched path's transposed activations, one per calling thread so that concurrent calls
+// Scratch for the kernels (transposed or padded activations), one per calling thread so that concurrent calls
 // from several Python threads never share it.
 float* workspace(int64_t n, int64_t in) {
     static thread_local std::vector<float> buf;
@@ -111,75 +81,120 @@ float* workspace(int64_t n, int64_t in) {
     return buf.data();
 }
 
-void run(const KernelInfo& k, SpmmArgs& a) {
-    if (a.n == 0 || a.out == 0) return;
-    a.work = workspace(a.n, a.in);
-    nb::gil_scoped_release release;
-    k.fn(a);
-}
-
-void spmm_bsr(int kernel, const Array& x, const Array& values, const Array& row_ptr, const Array& col_idx,
-              int br, int bc, int64_t in_features, int64_t out_features, std::optional<Array> bias, Array y,
-              int threads) {
-    const KernelInfo& k = kernel_at(kernel);
-    require(k.format == Format::BSR, std::string(k.name) + " is not a BSR kernel");
-    require(br > 0 && bc > 0, "block shape must be positive");
-    require(k.br == 0 || (k.br == br && k.bc == bc), std::string(k.name) + " handles " + std::to_string(k.br) +
-                                                         "x" + std::to_string(k.bc) + " blocks, not " +
-                                                         std::to_string(br) + "x" + std::to_string(bc));
-    require(out_features % br == 0 && in_features % bc == 0, "the block shape must divide the weight shape");
-    SpmmArgs a = common_args(k, x, values, in_features, out_features, bias, y, threads);
-    const int64_t nbr = out_features / br;
-    require_contiguous_1d(row_ptr, "row_ptr");
-    require(row_ptr.dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
-    require(static_cast<int64_t>(row_ptr.shape(0)) == nbr + 1, "row_ptr must have out_features / block_rows + 1 entries");
-    require_contiguous_1d(col_idx, "col_idx");
-    if (col_idx.dtype() == nb::dtype<uint16_t>()) a.idx_type = IdxType::U16;
-    else if (col_idx.dtype() == nb::dtype<int32_t>()) a.idx_type = IdxType::I32;
-    else fail("col_idx must be uint16 or int32");
-    const int64_t* rp = static_cast<const int64_t*>(row_ptr.data());
-    const int64_t nnzb = static_cast<int64_t>(col_idx.shape(0));
-    require(rp[0] == 0 && rp[nbr] == nnzb, "row_ptr must start at 0 and end at the number of blocks");
-    require(static_cast<int64_t>(values.shape(0)) >= nnzb * br * bc, "values is shorter than blocks x block size");
-    a.row_ptr = rp;
-    a.col_idx = col_idx.data();
-    a.br = br;
-    a.bc = bc;
-    run(k, a);
-}
-
-void spmm_bitmask(int kernel, const Array& x, const Array& values, std::optional<Array> row_ptr,
-                  const Array& mask, int nm_n, int nm_m, int64_t in_features, int64_t out_features,
-                  std::optional<Array> bias, Array y, int threads) {
-    const KernelInfo& k = kernel_at(kernel);
-    require(k.format == Format::BITMASK || k.format == Format::NM, std::string(k.name) + " is not a bitmask/N:M kernel");
-    SpmmArgs a = common_args(k, x, values, in_features, out_features, bias, y, threads);
-    const int64_t words = (in_features + 63) / 64;
-    require(mask.dtype() == nb::dtype<uint64_t>() && mask.ndim() == 2, "mask must be a 2-D uint64 array");
-    require(static_cast<int64_t>(mask.shape(0)) == out_features && static_cast<int64_t>(mask.shape(1)) == words,
-            "mask must have shape (out_features, ceil(in_features / 64))");
-    require(mask.stride(1) == 1 && (out_features <= 1 || mask.stride(0) == words), "mask must be contiguous");
-    a.mask = static_cast<const uint64_t*>(mask.data());
-    a.mask_words = words;
-    if (k.format == Format::BITMASK) {
-        require(row_ptr.has_value(), "the bitmask format needs row_ptr");
-        require_contiguous_1d(*row_ptr, "row_ptr");
-        require(row_ptr->dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
-        require(static_cast<int64_t>(row_ptr->shape(0)) == out_features + 1, "row_ptr must have out_features + 1 entries");
-        const int64_t* rp = static_cast<const int64_t*>(row_ptr->data());
-        require(rp[0] == 0 && rp[out_features] <= static_cast<int64_t>(values.shape(0)),
-                "row_ptr must start at 0 and end within values");
-        a.row_ptr = rp;
-    } else {
-        require(nm_n > 0 && nm_n < nm_m && nm_m <= 32, "N:M needs 0 < n < m <= 32");
-        require(in_features % nm_m == 0, "m must divide in_features");
-        require(static_cast<int64_t>(values.shape(0)) >= out_features * (in_features / nm_m) * nm_n,
-                "values must hold n of every m weights of every row");
-        a.nm_n = nm_n;
-        a.nm_m = nm_m;
+// A packed weight as the kernels see it: pointers into the caller's arrays, checked once here, plus references
+// that keep those arrays alive. Building it costs one DLPack import per array (~2 us each for torch tensors);
+// a call then only imports x and y, so a layer's fixed cost per call stays a few microseconds.
+class PackedHandle {
+  public:
+    PackedHandle(const std::string& format, int64_t in_features, int64_t out_features, Array values,
+                 std::optional<Array> row_ptr, std::optional<Array> col_idx, std::optional<Array> mask, int br,
+                 int bc, int nm_n, int nm_m, std::optional<Array> bias)
+        : values_(values), row_ptr_(row_ptr), col_idx_(col_idx), mask_(mask), bias_(bias) {
+        SpmmArgs& a = base_;
+        a = SpmmArgs{};
+        require(in_features >= 0 && out_features >= 0, "shape must be non-negative");
+        a.in = in_features;
+        a.out = out_features;
+        require_contiguous_1d(values, "values");
+        if (is_f32(values)) a.wdtype = WDType::F32;
+        else if (is_bf16(values)) a.wdtype = WDType::BF16;
+        else fail("values must be float32 or bfloat16");
+        a.values = values.data();
+        a.n_values = static_cast<int64_t>(values.shape(0));
+        if (bias) {
+            require(is_f32(*bias), "bias must be float32");
+            require_contiguous_1d(*bias, "bias");
+            require(static_cast<int64_t>(bias->shape(0)) == out_features, "bias must have out_features elements");
+            a.bias = static_cast<const float*>(bias->data());
+        }
+        if (format == "bsr") {
+            format_ = Format::BSR;
+            require(br > 0 && bc > 0, "block shape must be positive");
+            require(out_features % br == 0 && in_features % bc == 0, "the block shape must divide the weight shape");
+            const int64_t nbr = out_features / br;
+            require(row_ptr && col_idx, "the bsr format needs row_ptr and col_idx");
+            require_contiguous_1d(*row_ptr, "row_ptr");
+            require(row_ptr->dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
+            require(static_cast<int64_t>(row_ptr->shape(0)) == nbr + 1,
+                    "row_ptr must have out_features / block_rows + 1 entries");
+            require_contiguous_1d(*col_idx, "col_idx");
+            if (col_idx->dtype() == nb::dtype<uint16_t>()) a.idx_type = IdxType::U16;
+            else if (col_idx->dtype() == nb::dtype<int32_t>()) a.idx_type = IdxType::I32;
+            else fail("col_idx must be uint16 or int32");
+            const int64_t* rp = static_cast<const int64_t*>(row_ptr->data());
+            const int64_t nnzb = static_cast<int64_t>(col_idx->shape(0));
+            require(rp[0] == 0 && rp[nbr] == nnzb, "row_ptr must start at 0 and end at the number of blocks");
+            require(a.n_values >= nnzb * br * bc, "values is shorter than blocks x block size");
+            a.row_ptr = rp;
+            a.col_idx = col_idx->data();
+            a.br = br;
+            a.bc = bc;
+        } else if (format == "bitmask" || format == "nm") {
+            format_ = format == "nm" ? Format::NM : Format::BITMASK;
+            const int64_t words = (in_features + 63) / 64;
+            require(mask.has_value(), "the bitmask and nm formats need a mask");
+            require(mask->dtype() == nb::dtype<uint64_t>() && mask->ndim() == 2, "mask must be a 2-D uint64 array");
+            require(static_cast<int64_t>(mask->shape(0)) == out_features &&
+                        static_cast<int64_t>(mask->shape(1)) == words,
+                    "mask must have shape (out_features, ceil(in_features / 64))");
+            require(out_features == 0 || (mask->stride(1) == 1 && mask->stride(0) == words), "mask must be contiguous");
+            a.mask = static_cast<const uint64_t*>(mask->data());
+            a.mask_words = words;
+            if (format_ == Format::BITMASK) {
+                require(row_ptr.has_value(), "the bitmask format needs row_ptr");
+                require_contiguous_1d(*row_ptr, "row_ptr");
+                require(row_ptr->dtype() == nb::dtype<int64_t>(), "row_ptr must be int64");
+                require(static_cast<int64_t>(row_ptr->shape(0)) == out_features + 1,
+                        "row_ptr must have out_features + 1 entries");
+                const int64_t* rp = static_cast<const int64_t*>(row_ptr->data());
+                require(rp[0] == 0 && rp[out_features] <= a.n_values, "row_ptr must start at 0 and end within values");
+                a.row_ptr = rp;
+            } else {
+                require(nm_n > 0 && nm_n < nm_m && nm_m <= 32, "N:M needs 0 < n < m <= 32");
+                require(in_features % nm_m == 0, "m must divide in_features");
+                require(a.n_values >= out_features * (in_features / nm_m) * nm_n,
+                        "values must hold n of every m weights of every row");
+                a.nm_n = nm_n;
+                a.nm_m = nm_m;
+            }
+        } else {
+            fail("unknown format '" + format + "': allowed values are bsr, bitmask, nm");
+        }
     }
-    run(k, a);
-}
+
+    // y = x W^T + bias with registry kernel `kernel`; x (n, in) and y (n, out) float32 with contiguous rows.
+    void run(int kernel, const Array& x, const Array& y, int threads) const {
+        const KernelInfo& k = kernel_at(kernel);
+        require(k.format == format_, std::string(k.name) + " does not run the " + format_name(format_) + " format");
+        require(k.wdtype == base_.wdtype, std::string(k.name) + " takes " + wdtype_name(k.wdtype) + " values, this weight has " +
+                                              wdtype_name(base_.wdtype));
+        require(k.br == 0 || (k.br == base_.br && k.bc == base_.bc),
+                std::string(k.name) + " handles " + std::to_string(k.br) + "x" + std::to_string(k.bc) + " blocks, not " +
+                    std::to_string(base_.br) + "x" + std::to_string(base_.bc));
+        SpmmArgs a = base_;
+        a.ldx = require_rows(x, "x");
+        a.ldy = require_rows(y, "y");
+        a.n = static_cast<int64_t>(x.shape(0));
+        require(static_cast<int64_t>(x.shape(1)) == a.in,
+                "x has " + std::to_string(x.shape(1)) + " features, the weight expects " + std::to_string(a.in));
+        require(static_cast<int64_t>(y.shape(0)) == a.n && static_cast<int64_t>(y.shape(1)) == a.out,
+                "y must have shape (" + std::to_string(a.n) + ", " + std::to_string(a.out) + ")");
+        if (a.n == 0 || a.out == 0) return;
+        a.x = static_cast<const float*>(x.data());
+        a.y = static_cast<float*>(y.data());
+        a.nthreads = threads > 0 ? threads : num_threads();
+        a.work = workspace(a.n, a.in);
+        nb::gil_scoped_release release;
+        k.fn(a);
+    }
+
+  private:
+    SpmmArgs base_;
+    Format format_ = Format::BSR;
+    // keep the arrays the pointers in base_ point into alive
+    Array values_;
+    std::optional<Array> row_ptr_, col_idx_, mask_, bias_;
+};
 
 // ---- O(nnz) structural validation, run once per packed weight ----
 
@@ -286,12 +301,15 @@ NB_MODULE(_C, m) {
     m.def("cpu_features", &features_dict, "Instruction sets detected on this CPU.");
     m.def("kernels", &kernels_list, "Every compiled kernel: name, format, isa, weight dtype, block, available.");
     m.def("get_num_threads", &num_threads, "OpenMP's default team size (the threads a call with threads=0 uses).");
-    m.def("spmm_bsr", &spmm_bsr, "kernel"_a, "x"_a, "values"_a, "row_ptr"_a, "col_idx"_a, "br"_a, "bc"_a,
-          "in_features"_a, "out_features"_a, "bias"_a.none(), "y"_a, "threads"_a = 0,
-          "y = x W^T + bias for a BSR-packed W (see sparsa.formats.bsr).");
-    m.def("spmm_bitmask", &spmm_bitmask, "kernel"_a, "x"_a, "values"_a, "row_ptr"_a.none(), "mask"_a, "nm_n"_a,
-          "nm_m"_a, "in_features"_a, "out_features"_a, "bias"_a.none(), "y"_a, "threads"_a = 0,
-          "y = x W^T + bias for a bitmask- or N:M-packed W (see sparsa.formats.bitmask / nm).");
+    nb::class_<PackedHandle>(m, "PackedHandle",
+                             "A packed weight (plus bias) checked once, ready for repeated kernel calls.")
+        .def(nb::init<const std::string&, int64_t, int64_t, Array, std::optional<Array>, std::optional<Array>,
+                      std::optional<Array>, int, int, int, int, std::optional<Array>>(),
+             "format"_a, "in_features"_a, "out_features"_a, "values"_a, "row_ptr"_a.none() = nb::none(),
+             "col_idx"_a.none() = nb::none(), "mask"_a.none() = nb::none(), "br"_a = 0, "bc"_a = 0, "nm_n"_a = 0,
+             "nm_m"_a = 0, "bias"_a.none() = nb::none())
+        .def("run", &PackedHandle::run, "kernel"_a, "x"_a, "y"_a, "threads"_a = 0,
+             "y = x W^T + bias with registry kernel `kernel` (x: (n, in), y: (n, out), float32 rows contiguous).");
     m.def("validate_bsr", &validate_bsr, "row_ptr"_a, "col_idx"_a, "n_block_cols"_a);
     m.def("validate_bitmask", &validate_bitmask, "mask"_a, "row_ptr"_a.none(), "in_features"_a, "nm_n"_a = 0,
           "nm_m"_a = 0);

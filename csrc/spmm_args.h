@@ -26,6 +26,7 @@ struct SpmmArgs {
     // packed weight
     WDType wdtype;
     const void* values;      // f32 or bf16 (uint16) values, layout per format
+    int64_t n_values;        // elements in `values` (kernels never read past it)
     const int64_t* row_ptr;  // BSR: (out/br + 1) block offsets; BITMASK: (out + 1) value offsets; NM: unused
     const void* col_idx;     // BSR: (nnzb,) block-column indices, uint16 or int32 (idx_type)
     IdxType idx_type;
@@ -38,13 +39,12 @@ struct SpmmArgs {
     float* work;          // scratch the caller provides: at least spmm_work_floats(n, in) floats
 };
 
-// Calls with n <= kDecodeMaxN take the decode path (no transposition, no workspace).
-constexpr int64_t kDecodeMaxN = 4;
-// The widest token tile any kernel uses (8 vectors x 16 lanes); the workspace is sized for it.
-constexpr int64_t kMaxTile = 128;
-// Kernels round n up to their own tile (at most kMaxTile), so n + kMaxTile columns always suffice.
+// Calls with n <= kDecodeMaxN take the decode path: each stored weight is read once and applied to every token.
+constexpr int64_t kDecodeMaxN = 8;
+// Scratch a call needs: batched, the transposed activations (in x n rounded up to the widest vector, 16 lanes);
+// decode, a copy of x with rows padded to a multiple of 64 so that vector loads never pass a row's end.
 constexpr int64_t spmm_work_floats(int64_t n, int64_t in) {
-    return n <= kDecodeMaxN ? 0 : in * (n + kMaxTile);
+    return n <= kDecodeMaxN ? n * ((in + 63) / 64 * 64) : in * ((n + 15) / 16 * 16);
 }
 
 using KernelFn = void (*)(const SpmmArgs&);

@@ -120,8 +120,14 @@ def test_wrong_inputs_raise_clear_errors():
     from sparsa import _C
 
     with pytest.raises(ValueError, match="bias must have out_features"):
-        _C.spmm_bsr(kernels_for(p)[0].index, torch.randn(2, 8), p.values, p.row_ptr, p.col_idx, 4, 1, 8, 8,
-                    torch.randn(5), torch.empty(2, 8))
+        _C.PackedHandle("bsr", 8, 8, p.values, p.row_ptr, p.col_idx, None, br=4, bc=1, bias=torch.randn(5))
+    with pytest.raises(ValueError, match="unknown format 'csc'"):
+        _C.PackedHandle("csc", 8, 8, p.values, p.row_ptr, p.col_idx, None)
+    h = _C.PackedHandle("bsr", 8, 8, p.values, p.row_ptr, p.col_idx, None, br=4, bc=1)
+    with pytest.raises(ValueError, match=r"y must have shape \(2, 8\)"):
+        h.run(kernels_for(p)[0].index, torch.randn(2, 8).numpy(), torch.empty(3, 8).numpy())
+    with pytest.raises(ValueError, match="does not run the bsr format"):
+        h.run(wrong.index, torch.randn(2, 8).numpy(), torch.empty(2, 8).numpy())
 
 
 def test_concurrent_calls_from_python_threads():

@@ -1,12 +1,18 @@
 // kernels/isa_avx2.cpp: the kernel list compiled for avx2 (flags set per file in CMakeLists.txt).
+//
+// Everything below the system headers lives in namespace sparsa::isa_avx2, including the SIMD trait: inline
+// functions compiled here with avx2 flags must never be merged by the linker with same-named code of another
+// ISA unit (that would run avx2 instructions on a CPU without them).
+#include <immintrin.h>
+
 #include <cstdint>
 #include <cstring>
 
 #include "../spmm_args.h"
-#include "../simd/avx2.h"
 
 namespace sparsa {
 namespace isa_avx2 {
+#include "../simd/avx2.h"
 using S = SimdAvx2;
 #include "spmm_impl.h"
 #include "kernel_list.h"

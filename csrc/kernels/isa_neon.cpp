@@ -1,12 +1,18 @@
 // kernels/isa_neon.cpp: the kernel list compiled for neon (flags set per file in CMakeLists.txt).
+//
+// Everything below the system headers lives in namespace sparsa::isa_neon, including the SIMD trait: inline
+// functions compiled here with neon flags must never be merged by the linker with same-named code of another
+// ISA unit (that would run neon instructions on a CPU without them).
+#include <arm_neon.h>
+
 #include <cstdint>
 #include <cstring>
 
 #include "../spmm_args.h"
-#include "../simd/neon.h"
 
 namespace sparsa {
 namespace isa_neon {
+#include "../simd/neon.h"
 using S = SimdNeon;
 #include "spmm_impl.h"
 #include "kernel_list.h"

@@ -14,7 +14,8 @@ import torch
 from .. import _C
 from ..formats import BitmaskWeight, BsrWeight, NMWeight, PackedWeight
 
-__all__ = ["KernelSpec", "KERNELS", "kernels_for", "best_kernel", "get_kernel", "spmm", "KernelError"]
+__all__ = ["KernelSpec", "KERNELS", "kernels_for", "best_kernel", "get_kernel", "spmm", "prepare", "Prepared",
+           "KernelError"]
 
 # Preference when several kernels can run a weight: the widest ISA this CPU has, specialised tiles first.
 _ISA_RANK = {"avx512": 0, "avx2": 1, "neon": 2, "scalar": 3}
@@ -81,6 +82,72 @@ def best_kernel(packed: PackedWeight) -> KernelSpec:
     return ks[0]
 
 
+def _resolve(packed: PackedWeight, kernel: KernelSpec | str | None) -> KernelSpec:
+    spec = best_kernel(packed) if kernel is None else (get_kernel(kernel) if isinstance(kernel, str) else kernel)
+    if not spec.supports(packed):
+        raise KernelError(
+            f"kernel {spec.name} cannot run format '{packed.format_name}' with {packed.value_dtype} values"
+            + (f" and {packed.block[0]}x{packed.block[1]} blocks" if isinstance(packed, BsrWeight) else "")
+        )
+    if not spec.available:
+        raise KernelError(f"kernel {spec.name} needs {spec.isa}, which this CPU lacks")
+    return spec
+
+
+class Prepared:
+    """A packed weight (and bias) bound once to the C++ core, for repeated products y = x W^T + b.
+
+    Binding validates the packed arrays and imports them through DLPack once; each call then passes only x and y
+    (as numpy views of the tensors, the cheapest zero-copy route into the core), so a call's fixed cost is a few
+    microseconds rather than one DLPack import per array.
+    """
+
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None):
+        if any(t.device.type != "cpu" for t in packed.tensors().values()):
+            raise KernelError("sparsa kernels run on the CPU; the packed weight lives on another device")
+        self.packed = packed
+        self.bias = None if bias is None else bias.detach().to(torch.float32).contiguous()
+        n_out, n_in = packed.shape
+        t = packed.tensors()
+        if isinstance(packed, BsrWeight):
+            r, c = packed.block
+            self._handle = _C.PackedHandle("bsr", n_in, n_out, t["values"], t["row_ptr"], t["col_idx"], None,
+                                           br=r, bc=c, bias=self.bias)
+        elif isinstance(packed, BitmaskWeight):
+            self._handle = _C.PackedHandle("bitmask", n_in, n_out, t["values"], t["row_ptr"], None, t["mask"],
+                                           bias=self.bias)
+        elif isinstance(packed, NMWeight):
+            n, m = packed.nm
+            self._handle = _C.PackedHandle("nm", n_in, n_out, t["values"], None, None, t["mask"], nm_n=n, nm_m=m,
+                                           bias=self.bias)
+        else:
+            raise KernelError(f"no kernel entry point for format '{packed.format_name}'")
+        self.default_kernel = best_kernel(packed)
+
+    def __reduce__(self):
+        # the C++ handle holds raw pointers: copies and pickles rebind from the (copied) tensors instead
+        return (Prepared, (self.packed, self.bias))
+
+    def __call__(self, x: torch.Tensor, kernel: KernelSpec | str | None = None, out: torch.Tensor | None = None,
+                 threads: int = 0) -> torch.Tensor:
+        spec = self.default_kernel if kernel is None else _resolve(self.packed, kernel)
+        n_out, n_in = self.packed.shape
+        if x.dim() != 2 or x.shape[1] != n_in:
+            raise KernelError(f"x must have shape (N, {n_in}), got {tuple(x.shape)}")
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            raise KernelError(f"x must be a float32 CPU tensor, got {x.dtype} on {x.device}")
+        if x.stride(1) != 1:
+            x = x.contiguous()
+        y = torch.empty(x.shape[0], n_out, dtype=torch.float32) if out is None else out
+        self._handle.run(spec.index, x.detach().numpy(), y.numpy(), threads or torch.get_num_threads())
+        return y
+
+
+def prepare(packed: PackedWeight, bias: torch.Tensor | None = None) -> Prepared:
+    """Bind ``packed`` (and ``bias``) for repeated calls; see :class:`Prepared`."""
+    return Prepared(packed, bias)
+
+
 def spmm(
     packed: PackedWeight,
     x: torch.Tensor,
@@ -92,32 +159,6 @@ def spmm(
     """y = x W^T + b for x (N, in) float32 on the CPU with a packed W; returns y (N, out) float32.
 
     ``kernel``: a KernelSpec or name (default: :func:`best_kernel`). ``threads``: 0 follows
-    ``torch.get_num_threads()``.
+    ``torch.get_num_threads()``. For repeated calls with one weight, :func:`prepare` it once instead.
     """
-    spec = best_kernel(packed) if kernel is None else (get_kernel(kernel) if isinstance(kernel, str) else kernel)
-    if not spec.supports(packed):
-        raise KernelError(
-            f"kernel {spec.name} cannot run format '{packed.format_name}' with {packed.value_dtype} values"
-        )
-    if not spec.available:
-        raise KernelError(f"kernel {spec.name} needs {spec.isa}, which this CPU lacks")
-    n_out, n_in = packed.shape
-    if x.dim() != 2 or x.shape[1] != n_in:
-        raise KernelError(f"x must have shape (N, {n_in}), got {tuple(x.shape)}")
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        raise KernelError(f"x must be a float32 CPU tensor, got {x.dtype} on {x.device}")
-    if x.stride(1) != 1:
-        x = x.contiguous()
-    y = torch.empty(x.shape[0], n_out, dtype=torch.float32) if out is None else out
-    nthreads = threads or torch.get_num_threads()
-    if isinstance(packed, BsrWeight):
-        r, c = packed.block
-        _C.spmm_bsr(spec.index, x, packed.values, packed.row_ptr, packed.col_idx, r, c, n_in, n_out, bias, y, nthreads)
-    elif isinstance(packed, BitmaskWeight):
-        _C.spmm_bitmask(spec.index, x, packed.values, packed.row_ptr, packed.mask, 0, 0, n_in, n_out, bias, y, nthreads)
-    elif isinstance(packed, NMWeight):
-        n, m = packed.nm
-        _C.spmm_bitmask(spec.index, x, packed.values, None, packed.mask, n, m, n_in, n_out, bias, y, nthreads)
-    else:
-        raise KernelError(f"no kernel entry point for format '{packed.format_name}'")
-    return y
+    return Prepared(packed, bias)(x, _resolve(packed, kernel), out, threads)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..formats import PackedWeight, pack
-from ..kernels import KernelSpec, best_kernel, get_kernel, spmm
+from ..kernels import KernelSpec, Prepared, best_kernel, get_kernel
 from ..structure import StructureLike
 
 __all__ = ["SparseLinear"]
@@ -33,7 +33,7 @@ class SparseLinear(nn.Module):
         else:
             self.bias = None
         self._kernel_request = kernel
-        self.kernel = self._choose_kernel()
+        self._bind()
 
     @classmethod
     def from_linear(
@@ -64,11 +64,16 @@ class SparseLinear(nn.Module):
             raise ValueError(f"kernel {spec.name} cannot run this {self._packed.format_name} weight")
         return spec
 
+    def _bind(self) -> None:
+        """Choose the kernel and bind the packed tensors to the C++ core (on the CPU only)."""
+        self.kernel = self._choose_kernel()
+        self._prepared = Prepared(self._packed, self.bias) if self.kernel is not None else None
+
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         fields = {name: getattr(self, name) for name in self._packed.tensor_names}
         self._packed = dataclasses.replace(self._packed, **fields)
-        self.kernel = self._choose_kernel()
+        self._bind()
         return self
 
     # ---- compute ----
@@ -81,7 +86,7 @@ class SparseLinear(nn.Module):
             and not (torch.is_grad_enabled() and x.requires_grad)
         )
         if fast:
-            y = spmm(self._packed, x2.to(torch.float32), self.bias, self.kernel)
+            y = self._prepared(x2.to(torch.float32), self.kernel)
         else:
             w = self._packed.to_dense().to(device=x.device, dtype=x.dtype)
             b = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)

@@ -1,0 +1,145 @@
+// kernels/bitmask.h: y = x W^T + b for W as a bitmask of nonzeros plus packed values (formats/bitmask.py), and
+// for N:M, which is the same bit layout with exactly n of every m bits set (formats/nm.py): its rows start at
+// r * in * n / m, so no row pointer is stored.
+//
+// Batched: each row walks its set bits (tzcnt), broadcasting one value against a contiguous NT-token load of
+// xt, i.e. work proportional to the nonzeros; 8 rows share one output transpose.
+// Decode: each row walks its mask in chunks of W columns; a chunk's values are expanded into the lanes of its
+// set bits (vexpandps on AVX-512, a permute table on AVX2) and multiplied with W contiguous inputs, so the
+// weights stream once at full vector width however the zeros fall.
+
+static inline int64_t row_start(const SpmmArgs& a, int64_t r) {
+    return a.row_ptr ? a.row_ptr[r] : r * (a.in / a.nm_m) * a.nm_n;
+}
+
+static inline int64_t ctz64(uint64_t v) { return __builtin_ctzll(v); }
+
+template <int VT, class WT>
+static inline void bitmask_row(const float* xtile, int64_t np, const WT* vals, int64_t p, const uint64_t* m,
+                               int64_t words, float* dst) {
+    using V = typename S::V;
+    V acc[VT];
+#pragma GCC unroll 8
+    for (int v = 0; v < VT; ++v) acc[v] = S::zero();
+    for (int64_t wi = 0; wi < words; ++wi) {
+        for (uint64_t bits = m[wi]; bits; bits &= bits - 1) {
+            const float* xr = xtile + (wi * 64 + ctz64(bits)) * np;
+            const V w = bcast(vals + p++);
+#pragma GCC unroll 8
+            for (int v = 0; v < VT; ++v) acc[v] = S::fmadd(w, S::loadu(xr + v * S::W), acc[v]);
+        }
+    }
+    for (int v = 0; v < VT; ++v) S::storeu(dst + v * S::W, acc[v]);
+}
+
+template <class WT>
+struct BitmaskRow {
+    const float* xtile;
+    int64_t np;
+    const WT* vals;
+    int64_t p;
+    const uint64_t* m;
+    int64_t words;
+    float* dst;
+    template <int VT>
+    void run() const { bitmask_row<VT>(xtile, np, vals, p, m, words, dst); }
+};
+
+template <class WT>
+static void bitmask_batched(const SpmmArgs& a) {
+    constexpr int VV = tile_vectors<1>();
+    constexpr int NT = VV * S::W;
+    constexpr int G = 8;  // rows per task: one output transpose
+    const WT* vals = static_cast<const WT*>(a.values);
+    const int64_t np = round_up(a.n, S::W), ntiles = (np + NT - 1) / NT;
+    const int64_t ngroups = (a.out + G - 1) / G;
+    float* xt = a.work;
+#pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
+    {
+        transpose_in(a.x, a.n, a.in, a.ldx, xt, np);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int64_t g = 0; g < ngroups; ++g) {
+            for (int64_t tile = 0; tile < ntiles; ++tile) {
+                alignas(64) float tmp[G * NT];
+                const int64_t t0 = tile * NT;
+                const int vt = static_cast<int>(imin(NT, np - t0) / S::W);
+                const int64_t r1 = imin(a.out, (g + 1) * G);
+                for (int64_t r = g * G; r < r1; ++r) {
+                    const BitmaskRow<WT> f{xt + t0, np, vals, row_start(a, r), a.mask + r * a.mask_words,
+                                           a.mask_words, tmp + (r - g * G) * NT};
+                    with_vectors<VV>(vt, f);
+                }
+                store_out(a, tmp, NT, r1 - g * G, g * G, t0, imin(NT, a.n - t0));
+            }
+        }
+    }
+}
+
+// Loads the W values of a chunk starting at p; near the end of `values` (where a full-width load would read
+// past the array) only the `count` values that exist are read.
+template <class WT>
+static inline typename S::V chunk_values(const WT* vals, int64_t p, int count, int64_t n_values) {
+    if (p + S::W <= n_values) return vload(vals + p);
+    alignas(64) WT buf[S::W] = {};
+    for (int i = 0; i < count; ++i) buf[i] = vals[p + i];
+    return vload(buf);
+}
+
+template <int NTOK, class WT>
+static inline void bitmask_decode_row(const SpmmArgs& a, const float* xp, int64_t ldp, const WT* vals, int64_t r) {
+    using V = typename S::V;
+    constexpr int W = S::W;
+    constexpr uint64_t kChunk = W >= 64 ? ~uint64_t{0} : (uint64_t{1} << W) - 1;
+    V acc[NTOK];
+    for (int t = 0; t < NTOK; ++t) acc[t] = S::zero();
+    int64_t p = row_start(a, r);
+    const uint64_t* m = a.mask + r * a.mask_words;
+    for (int64_t wi = 0; wi < a.mask_words; ++wi) {
+        const uint64_t word = m[wi];
+        if (!word) continue;
+#pragma GCC unroll 4
+        for (int j = 0; j < 64; j += W) {
+            const unsigned bits = static_cast<unsigned>((word >> j) & kChunk);
+            if (!bits) continue;
+            const int count = __builtin_popcount(bits);
+            const V w = S::expand(chunk_values(vals, p, count, a.n_values), bits);
+            p += count;
+            const int64_t k = wi * 64 + j;
+            for (int t = 0; t < NTOK; ++t) acc[t] = S::fmadd(w, S::loadu(xp + t * ldp + k), acc[t]);
+        }
+    }
+    for (int t = 0; t < NTOK; ++t) a.y[t * a.ldy + r] = S::reduce(acc[t]) + (a.bias ? a.bias[r] : 0.0f);
+}
+
+template <class WT>
+static void bitmask_decode(const SpmmArgs& a) {
+    const WT* vals = static_cast<const WT*>(a.values);
+    const int64_t chunk = rows_per_task(a.out, a.nthreads);
+    float* xp = a.work;
+#pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
+    {
+        const int64_t ldp = pad_rows(a, xp);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t r0 = 0; r0 < a.out; r0 += chunk) {
+            const int64_t r1 = imin(a.out, r0 + chunk);
+            for (int64_t r = r0; r < r1; ++r) {
+                switch (a.n) {
+                    case 1: bitmask_decode_row<1>(a, xp, ldp, vals, r); break;
+                    case 2: bitmask_decode_row<2>(a, xp, ldp, vals, r); break;
+                    case 3: bitmask_decode_row<3>(a, xp, ldp, vals, r); break;
+                    case 4: bitmask_decode_row<4>(a, xp, ldp, vals, r); break;
+                    case 5: bitmask_decode_row<5>(a, xp, ldp, vals, r); break;
+                    case 6: bitmask_decode_row<6>(a, xp, ldp, vals, r); break;
+                    case 7: bitmask_decode_row<7>(a, xp, ldp, vals, r); break;
+                    default: bitmask_decode_row<8>(a, xp, ldp, vals, r); break;
+                }
+            }
+        }
+    }
+}
+
+template <class WT>
+static void bitmask_kernel(const SpmmArgs& a) {
+    if (a.n <= kDecodeMaxN) bitmask_decode<WT>(a);
+    else bitmask_batched<WT>(a);
+}

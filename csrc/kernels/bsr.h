@@ -1,0 +1,158 @@
+// kernels/bsr.h: y = x W^T + b for W in BSR with R x C blocks (formats/bsr.py has the layout).
+//
+// Batched: a task is (token tile, group of output rows). For each block-row the rows are computed in passes of
+// P = min(R, 4) rows: per stored block and input column, one contiguous load of NT tokens of xt serves P
+// broadcast weights, i.e. P * NT/W FMAs per NT/W loads. Rows land in `tmp`; the output stage writes y.
+// Decode: per block-row and token, each block's R x C weights are applied to x directly; every stored value is
+// read once per call, which is what matters when the weights stream from DRAM.
+
+template <int R, int C, int P, int VT, class WT, class IT>
+static inline void bsr_rows(const float* xtile, int64_t np, const WT* vals, const IT* cols, int64_t b0, int64_t b1,
+                            int pass, float* tmp, int64_t ld) {
+    using V = typename S::V;
+    V acc[P][VT];
+#pragma GCC unroll 4
+    for (int i = 0; i < P; ++i)
+#pragma GCC unroll 8
+        for (int v = 0; v < VT; ++v) acc[i][v] = S::zero();
+    for (int64_t b = b0; b < b1; ++b) {
+        const int64_t k0 = static_cast<int64_t>(cols[b]) * C;
+        const WT* wb = vals + b * (R * C) + pass * P * C;  // this pass's P rows of block b, each C wide
+#pragma GCC unroll 4
+        for (int c = 0; c < C; ++c) {
+            const float* xr = xtile + (k0 + c) * np;
+            V xv[VT];
+#pragma GCC unroll 8
+            for (int v = 0; v < VT; ++v) xv[v] = S::loadu(xr + v * S::W);
+#pragma GCC unroll 4
+            for (int i = 0; i < P; ++i) {
+                const V w = bcast(wb + i * C + c);
+#pragma GCC unroll 8
+                for (int v = 0; v < VT; ++v) acc[i][v] = S::fmadd(w, xv[v], acc[i][v]);
+            }
+        }
+    }
+    for (int i = 0; i < P; ++i)
+        for (int v = 0; v < VT; ++v) S::storeu(tmp + i * ld + v * S::W, acc[i][v]);
+}
+
+template <int R, int C, int P, class WT, class IT>
+struct BsrRows {
+    const float* xtile;
+    int64_t np;
+    const WT* vals;
+    const IT* cols;
+    int64_t b0, b1;
+    int pass;
+    float* dst;
+    int64_t ld;
+    template <int VT>
+    void run() const { bsr_rows<R, C, P, VT>(xtile, np, vals, cols, b0, b1, pass, dst, ld); }
+};
+
+template <int R, int C, class WT, class IT>
+static void bsr_batched(const SpmmArgs& a) {
+    constexpr int P = R < 4 ? R : 4;  // rows per pass; R is 1, 2, 4, 8 or 16 for the listed tiles
+    constexpr int VV = tile_vectors<P>();
+    constexpr int NT = VV * S::W;
+    constexpr int G = R > 8 ? R : 8;  // output rows per task: the 8 rows of the output transpose (or one block)
+    constexpr int GB = G / R;         // block-rows per task
+    const WT* vals = static_cast<const WT*>(a.values);
+    const IT* cols = static_cast<const IT*>(a.col_idx);
+    const int64_t np = round_up(a.n, S::W), ntiles = (np + NT - 1) / NT;
+    const int64_t nbr = a.out / R, ngroups = (nbr + GB - 1) / GB;
+    float* xt = a.work;
+#pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
+    {
+        transpose_in(a.x, a.n, a.in, a.ldx, xt, np);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int64_t g = 0; g < ngroups; ++g) {
+            for (int64_t tile = 0; tile < ntiles; ++tile) {
+                alignas(64) float tmp[G * NT];
+                const int64_t t0 = tile * NT;
+                const int vt = static_cast<int>(imin(NT, np - t0) / S::W);
+                const float* xtile = xt + t0;
+                const int64_t br1 = imin(nbr, (g + 1) * GB);
+                for (int64_t brow = g * GB; brow < br1; ++brow) {
+                    for (int pass = 0; pass < R / P; ++pass) {
+                        float* dst = tmp + ((brow - g * GB) * R + pass * P) * NT;
+                        const BsrRows<R, C, P, WT, IT> f{xtile, np, vals, cols, a.row_ptr[brow],
+                                                          a.row_ptr[brow + 1], pass, dst, NT};
+                        with_vectors<VV>(vt, f);
+                    }
+                }
+                store_out(a, tmp, NT, (br1 - g * GB) * R, g * GB * R, t0, imin(NT, a.n - t0));
+            }
+        }
+    }
+}
+
+template <int R, int C, class WT, class IT>
+static void bsr_decode(const SpmmArgs& a) {
+    const WT* vals = static_cast<const WT*>(a.values);
+    const IT* cols = static_cast<const IT*>(a.col_idx);
+    const int64_t nbr = a.out / R;
+    const int64_t chunk = rows_per_task(nbr, a.nthreads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(a.nthreads) if (a.nthreads > 1)
+    for (int64_t c0 = 0; c0 < nbr; c0 += chunk) {
+        for (int64_t brow = c0; brow < imin(nbr, c0 + chunk); ++brow) {
+            float acc[kDecodeMaxN][R] = {};
+            for (int64_t b = a.row_ptr[brow]; b < a.row_ptr[brow + 1]; ++b) {
+                const int64_t k0 = static_cast<int64_t>(cols[b]) * C;
+                for (int c = 0; c < C; ++c) {
+                    float w[R];
+                    for (int i = 0; i < R; ++i) w[i] = wload(vals, (b * R + i) * C + c);
+                    for (int64_t t = 0; t < a.n; ++t) {
+                        const float xv = a.x[t * a.ldx + k0 + c];
+                        for (int i = 0; i < R; ++i) acc[t][i] += w[i] * xv;
+                    }
+                }
+            }
+            for (int64_t t = 0; t < a.n; ++t)
+                for (int i = 0; i < R; ++i)
+                    a.y[t * a.ldy + brow * R + i] = acc[t][i] + (a.bias ? a.bias[brow * R + i] : 0.0f);
+        }
+    }
+}
+
+template <int R, int C, class WT>
+static void bsr_kernel(const SpmmArgs& a) {
+    if (a.n <= kDecodeMaxN) {
+        if (a.idx_type == IdxType::U16) bsr_decode<R, C, WT, uint16_t>(a);
+        else bsr_decode<R, C, WT, int32_t>(a);
+    } else {
+        if (a.idx_type == IdxType::U16) bsr_batched<R, C, WT, uint16_t>(a);
+        else bsr_batched<R, C, WT, int32_t>(a);
+    }
+}
+
+// Any block shape, no specialisation: the portable fallback the registry offers for shapes without a tile.
+template <class WT, class IT>
+static void bsr_generic_spmm(const SpmmArgs& a) {
+    const WT* vals = static_cast<const WT*>(a.values);
+    const IT* cols = static_cast<const IT*>(a.col_idx);
+    const int R = a.br, C = a.bc;
+    const int64_t nbr = a.out / R;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(a.nthreads) if (a.nthreads > 1)
+    for (int64_t brow = 0; brow < nbr; ++brow) {
+        for (int64_t t = 0; t < a.n; ++t) {
+            float* yr = a.y + t * a.ldy + brow * R;
+            const float* xr = a.x + t * a.ldx;
+            for (int i = 0; i < R; ++i) yr[i] = a.bias ? a.bias[brow * R + i] : 0.0f;
+            for (int64_t b = a.row_ptr[brow]; b < a.row_ptr[brow + 1]; ++b) {
+                const int64_t k0 = static_cast<int64_t>(cols[b]) * C;
+                for (int i = 0; i < R; ++i) {
+                    float s = 0.0f;
+                    for (int c = 0; c < C; ++c) s += wload(vals, (b * R + i) * C + c) * xr[k0 + c];
+                    yr[i] += s;
+                }
+            }
+        }
+    }
+}
+
+template <class WT>
+static void bsr_generic_kernel(const SpmmArgs& a) {
+    if (a.idx_type == IdxType::U16) bsr_generic_spmm<WT, uint16_t>(a);
+    else bsr_generic_spmm<WT, int32_t>(a);
+}
