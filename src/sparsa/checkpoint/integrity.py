@@ -21,7 +21,7 @@ import xxhash
 
 from .errors import CheckpointError
 
-__all__ = ["checksum", "read_header", "atomic_folder", "fsync_path"]
+__all__ = ["checksum", "checksum_bytes", "read_header", "atomic_folder", "fsync_path"]
 
 
 def checksum(t: torch.Tensor) -> str:
@@ -30,6 +30,11 @@ def checksum(t: torch.Tensor) -> str:
     if flat.numel() == 0:
         return xxhash.xxh3_64_hexdigest(b"")
     return xxhash.xxh3_64_hexdigest(flat.view(torch.uint8).numpy())
+
+
+def checksum_bytes(data: bytes) -> str:
+    """xxh3_64 of raw bytes (config.json), 16 lowercase hex digits."""
+    return xxhash.xxh3_64_hexdigest(data)
 
 
 def read_header(path: str | os.PathLike, size: int | None = None) -> tuple[int, dict]:
@@ -68,6 +73,12 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_folder(out: str | os.PathLike, source: str | os.PathLike | None = None, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; when the block completes, rename it to ``out``.
@@ -85,10 +96,15 @@ def atomic_folder(out: str | os.PathLike, source: str | os.PathLike | None = Non
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        # mkdtemp (and some writers) create private 0700/0600 entries; the finished model gets the permissions
+        # of any new file (umask), as transformers' save_pretrained would give it.
+        mask = _umask()
         yield tmp
         for f in tmp.iterdir():
             if f.is_file():
+                os.chmod(f, 0o666 & ~mask)
                 fsync_path(f)
+        os.chmod(tmp, 0o777 & ~mask)
         fsync_path(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))

@@ -20,6 +20,7 @@ from torch import nn
 from ..modules import is_linear_like
 from ..nn import SparseLinear
 from .errors import CheckpointError
+from .integrity import checksum_bytes
 from .reader import Checkpoint, read_checkpoint
 from .schema import INDEX_NAME
 
@@ -55,13 +56,21 @@ def model_class(config, config_path: Path):
     return cls
 
 
-def build_skeleton(path: Path) -> nn.Module:
-    """The model of ``path/config.json`` with uninitialised parameters and real buffers, in eval mode."""
+def build_skeleton(path: Path, config_checksum: str | None = None) -> nn.Module:
+    """The model of ``path/config.json`` with uninitialised parameters and real buffers, in eval mode.
+    ``config_checksum``: the checksum config.json must have (None: not checked)."""
     from transformers import AutoConfig
 
     config_path = path / "config.json"
     if not config_path.is_file():
         raise CheckpointError(config_path, "missing: a packed checkpoint keeps the model's config.json")
+    if config_checksum is not None:
+        got = checksum_bytes(config_path.read_bytes())
+        if got != config_checksum:
+            raise CheckpointError(
+                config_path, f"checksum mismatch (index {config_checksum}, file {got}): config.json changed after "
+                             f"the checkpoint was written, which would change the model"
+            )
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -103,7 +112,7 @@ def load_packed(path: str | os.PathLike, dense: bool = False, verify: bool = Tru
     """
     root = Path(path)
     ckpt = read_checkpoint(root, verify=verify)
-    model = build_skeleton(root)
+    model = build_skeleton(root, ckpt.index.sparsa.config_checksum if verify else None)
     modules = dict(model.named_modules())
     state = dict(ckpt.tensors)
     dense_dtype = _dense_dtype(ckpt)

@@ -17,7 +17,7 @@ from typing import Annotated, Literal, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError
 
-from ..formats import FORMATS, format_for
+from ..formats import FORMATS
 from ..structure import StructureError, parse_structure
 from .errors import CheckpointError
 
@@ -98,6 +98,7 @@ class SparsaBlock(_Strict):
     format_version: int
     writer: Annotated[str, StringConstraints(max_length=256)]
     checksum_algorithm: Literal["xxh3_64"]
+    config_checksum: Checksum  # of config.json's bytes: a changed config would silently change the model
     recipe: Optional[dict[str, JsonValue]] = None  # how the model was pruned (sparsa.json); informational only
     modules: dict[Name, ModuleEntry]
     tensors: dict[Name, TensorEntry]
@@ -168,7 +169,8 @@ def _first_error(e: ValidationError) -> str:
 def parse_index(path: str | os.PathLike) -> Index:
     """Read and fully check an index file; raise CheckpointError naming the file and the offending entry."""
     try:
-        raw = open(path, "rb").read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise CheckpointError(path, "missing: not a packed sparsa checkpoint (no index file)") from None
     except OSError as e:
@@ -218,14 +220,9 @@ def _cross_check(index: Index, path) -> None:
                 path, f"module '{name}': unknown format '{m.format}' (this sparsa reads {', '.join(sorted(FORMATS))})"
             )
         try:
-            st = parse_structure(m.structure)
+            parse_structure(m.structure)  # whether the format can hold it is the format's validation to say
         except StructureError as e:
             raise CheckpointError(path, f"module '{name}': {e}") from None
-        if format_for(st).format_name != m.format:
-            raise CheckpointError(
-                path, f"module '{name}': structure '{st}' is stored in format '{format_for(st).format_name}', "
-                      f"not '{m.format}'"
-            )
         for tn in FORMATS[m.format].tensor_names:
             if f"{name}.{tn}" not in s.tensors:
                 raise CheckpointError(path, f"module '{name}' ({m.format}) has no entry for it", tensor=f"{name}.{tn}")

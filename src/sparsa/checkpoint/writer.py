@@ -21,7 +21,7 @@ from torch import nn
 from ..modules import is_linear_like
 from ..nn import SparseLinear
 from .errors import CheckpointError
-from .integrity import atomic_folder, checksum
+from .integrity import atomic_folder, checksum, checksum_bytes
 from .plan import pack_modules
 from .schema import CHECKSUM_ALGORITHM, FORMAT_VERSION, INDEX_NAME, Index, dtype_code, shard_name
 
@@ -198,6 +198,7 @@ def save(
                 "format_version": FORMAT_VERSION,
                 "writer": f"sparsa {__version__}",
                 "checksum_algorithm": CHECKSUM_ALGORITHM,
+                "config_checksum": checksum_bytes((tmp / "config.json").read_bytes()),
                 "recipe": recipe,
                 "modules": modules,
                 "tensors": tensors,
@@ -205,7 +206,8 @@ def save(
                 "files": files,
             },
         }
-        text = json.dumps(index, indent=2, sort_keys=False) + "\n"
+        # compact: whitespace would be ~half the index, which matters next to small packed weights (90% sparse)
+        text = json.dumps(index, separators=(",", ":")) + "\n"
         Index.model_validate_json(text)  # what we write must be what the reader accepts
         (tmp / INDEX_NAME).write_text(text)
         return_path = Path(out).resolve()
