@@ -70,3 +70,20 @@ def mixed_model(seed: int = 0):
     sparsa.prune(model, sparsity=None, structure="2:4", targets=["re:.*key"])
     sparsa.prune(model, sparsity=0.7, structure="unstructured", targets=["re:.*intermediate.dense"])
     return model
+
+
+def run_cli(*args: str, ok: bool = True):
+    """`sparsa ARGS` in a subprocess, as a user runs it."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "sparsa.cli", *args], capture_output=True, text=True, timeout=600)
+    if ok:
+        assert p.returncode == 0, f"sparsa {' '.join(args)} failed:\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def one_json(p) -> dict:
+    lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one JSON line, got:\n{p.stdout}"
+    return json.loads(lines[0])
