@@ -190,3 +190,17 @@ def test_pack_folder_detects_structures_and_keeps_unprofitable_modules_dense(tmp
     q = rows["encoder.layer.0.attention.self.query"]
     assert not q.packed and q.format == "dense"
     assert sorted(read_checkpoint(tmp_path / "packed").packed) == [f"encoder.layer.{i}.intermediate.dense" for i in (0, 1)]
+
+
+def test_a_loaded_checkpoint_saves_again_identically(tmp_path):
+    """The loaded tensors are views of memory-mapped files sharing one storage; saving must copy them apart."""
+    from checkpoint_helpers import mixed_model
+
+    a = save(mixed_model(), tmp_path / "a")
+    b = save(load(a), tmp_path / "b", max_shard_size="10KB")
+    ra, rb = read_checkpoint(a), read_checkpoint(b)
+    assert ra.tensors.keys() == rb.tensors.keys() and ra.packed.keys() == rb.packed.keys()
+    assert all(torch.equal(ra.tensors[k], rb.tensors[k]) for k in ra.tensors)
+    for m, p in ra.packed.items():
+        assert all(torch.equal(t, rb.packed[m].tensors()[k]) for k, t in p.tensors().items())
+    assert json.loads((a / INDEX).read_text())["sparsa"]["tensors"] == json.loads((b / INDEX).read_text())["sparsa"]["tensors"]

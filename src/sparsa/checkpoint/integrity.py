@@ -40,9 +40,9 @@ def checksum_bytes(data: bytes) -> str:
 def read_header(path: str | os.PathLike, size: int | None = None) -> tuple[int, dict]:
     """(data start offset, header dict) of a safetensors file; raises ValueError when it is unreadable.
 
-    The layout (safetensors): 8 bytes little-endian header length N, N bytes of JSON, then the data. Used by the
-    writer to record where each tensor lies and by the reader to say which tensor a damaged file cut off; the
-    tensors themselves are always read through the safetensors library.
+    The layout (safetensors): 8 bytes little-endian header length N, N bytes of JSON, then the data. Used only to
+    say which tensor a file of the wrong size cuts off; the tensors themselves are always read through the
+    safetensors library.
     """
     with open(path, "rb") as f:
         head = f.read(8)
