@@ -74,11 +74,13 @@ int num_threads() { return omp_get_max_threads(); }
 
 // Scratch for the kernels (transposed or padded activations), one per calling thread so that concurrent calls
 // from several Python threads never share it.
+// 64-byte aligned, so that the kernels' full-width loads of aligned rows never straddle two cache lines.
 float* workspace(int64_t n, int64_t in) {
     static thread_local std::vector<float> buf;
-    const int64_t need = spmm_work_floats(n, in);
+    const int64_t need = spmm_work_floats(n, in) + 16;
     if (static_cast<int64_t>(buf.size()) < need) buf.resize(static_cast<size_t>(need));
-    return buf.data();
+    const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+    return reinterpret_cast<float*>((p + 63) & ~uintptr_t{63});
 }
 
 // A packed weight as the kernels see it: pointers into the caller's arrays, checked once here, plus references

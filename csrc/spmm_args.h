@@ -36,15 +36,23 @@ struct SpmmArgs {
     int nm_n, nm_m;          // NM: n kept of every m
 
     int nthreads;
-    float* work;          // scratch the caller provides: at least spmm_work_floats(n, in) floats
+    float* work;             // scratch the caller provides: spmm_work_floats(n, in) floats
 };
 
 // Calls with n <= kDecodeMaxN take the decode path: each stored weight is read once and applied to every token.
 constexpr int64_t kDecodeMaxN = 8;
-// Scratch a call needs: batched, the transposed activations (in x n rounded up to the widest vector, 16 lanes);
-// decode, a copy of x with rows padded to a multiple of 64 so that vector loads never pass a row's end.
+// Scratch a call needs, in floats: batched, the transposed activations (in x n rounded up to the widest vector,
+// 16 lanes); decode, a copy of x with rows padded to a multiple of 64 so that vector loads never pass a row's end.
+constexpr int64_t kRowGroup = 8;  // output rows per output transpose (8 x 8)
+// Row stride of the transposed activations: n rounded up to 16 floats (64 bytes), made an odd multiple of 64 bytes
+// so that the rows of a K-block spread over all L1 sets (a power-of-two stride such as 512 bytes at n = 128 maps
+// every row to the same few sets and evicts the block being reused).
+constexpr int64_t xt_stride(int64_t n) {
+    const int64_t lines = (n + 15) / 16;
+    return (lines % 2 ? lines : lines + 1) * 16;
+}
 constexpr int64_t spmm_work_floats(int64_t n, int64_t in) {
-    return n <= kDecodeMaxN ? n * ((in + 63) / 64 * 64) : in * ((n + 15) / 16 * 16);
+    return n <= kDecodeMaxN ? n * ((in + 63) / 64 * 64) : in * xt_stride(n);
 }
 
 using KernelFn = void (*)(const SpmmArgs&);

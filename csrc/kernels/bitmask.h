@@ -14,62 +14,79 @@ static inline int64_t row_start(const SpmmArgs& a, int64_t r) {
 
 static inline int64_t ctz64(uint64_t v) { return __builtin_ctzll(v); }
 
+constexpr int64_t kBitmaskTaskRows = 32;  // rows per batched task: 4 output transposes, 8 KB of accumulators
+
+// One task: rows r0 .. r0+rows of one token tile, K-blocked by mask word. The xt columns of a word (64 columns x
+// VT*W tokens, 16 KB at 64 tokens) stay in L1 while every row of the task adds that word's nonzeros into its
+// accumulators, which live in tmp (L1) between words. Without the blocking each nonzero pulls VT*W*4 bytes of xt
+// from L2, and that traffic, not the FMAs, set the pace (measured: ~9 vs ~5.5 cycles per nonzero at 70%).
 template <int VT, class WT>
-static inline void bitmask_row(const float* xtile, int64_t np, const WT* vals, int64_t p, const uint64_t* m,
-                               int64_t words, float* dst) {
+static inline void bitmask_task(const SpmmArgs& a, const float* xtile, int64_t np, const WT* vals, int64_t r0,
+                                int64_t rows, float* tmp, int64_t ld) {
     using V = typename S::V;
-    V acc[VT];
+    int64_t p[kBitmaskTaskRows];
+    for (int64_t i = 0; i < rows; ++i) {
+        p[i] = row_start(a, r0 + i);
+        for (int v = 0; v < VT; ++v) S::storeu(tmp + i * ld + v * S::W, S::zero());
+    }
+    for (int64_t wi = 0; wi < a.mask_words; ++wi) {
+        const float* xb = xtile + wi * 64 * np;
+        const uint64_t* m = a.mask + r0 * a.mask_words + wi;
+        for (int64_t i = 0; i < rows; ++i) {
+            uint64_t bits = m[i * a.mask_words];
+            if (!bits) continue;
+            float* dst = tmp + i * ld;
+            V acc[VT];
 #pragma GCC unroll 8
-    for (int v = 0; v < VT; ++v) acc[v] = S::zero();
-    for (int64_t wi = 0; wi < words; ++wi) {
-        for (uint64_t bits = m[wi]; bits; bits &= bits - 1) {
-            const float* xr = xtile + (wi * 64 + ctz64(bits)) * np;
-            const V w = bcast(vals + p++);
+            for (int v = 0; v < VT; ++v) acc[v] = S::loadu(dst + v * S::W);
+            int64_t q = p[i];
+            for (; bits; bits &= bits - 1) {
+                const float* xr = xb + ctz64(bits) * np;
+                const V w = bcast(vals + q++);
 #pragma GCC unroll 8
-            for (int v = 0; v < VT; ++v) acc[v] = S::fmadd(w, S::loadu(xr + v * S::W), acc[v]);
+                for (int v = 0; v < VT; ++v) acc[v] = S::fmadd(w, S::loadu(xr + v * S::W), acc[v]);
+            }
+            p[i] = q;
+#pragma GCC unroll 8
+            for (int v = 0; v < VT; ++v) S::storeu(dst + v * S::W, acc[v]);
         }
     }
-    for (int v = 0; v < VT; ++v) S::storeu(dst + v * S::W, acc[v]);
 }
 
 template <class WT>
-struct BitmaskRow {
+struct BitmaskTask {
+    const SpmmArgs& a;
     const float* xtile;
     int64_t np;
     const WT* vals;
-    int64_t p;
-    const uint64_t* m;
-    int64_t words;
-    float* dst;
+    int64_t r0, rows;
+    float* tmp;
+    int64_t ld;
     template <int VT>
-    void run() const { bitmask_row<VT>(xtile, np, vals, p, m, words, dst); }
+    void run() const { bitmask_task<VT>(a, xtile, np, vals, r0, rows, tmp, ld); }
 };
 
 template <class WT>
 static void bitmask_batched(const SpmmArgs& a) {
     constexpr int VV = tile_vectors<1>();
     constexpr int NT = VV * S::W;
-    constexpr int G = 8;  // rows per task: one output transpose
+    constexpr int64_t RT = kBitmaskTaskRows;
     const WT* vals = static_cast<const WT*>(a.values);
-    const int64_t np = round_up(a.n, S::W), ntiles = (np + NT - 1) / NT;
-    const int64_t ngroups = (a.out + G - 1) / G;
+    const int64_t nv = round_up(a.n, S::W), ntiles = (nv + NT - 1) / NT, np = xt_stride(a.n);
+    const int64_t ntasks = (a.out + RT - 1) / RT;
     float* xt = a.work;
 #pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
     {
         transpose_in(a.x, a.n, a.in, a.ldx, xt, np);
 #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int64_t g = 0; g < ngroups; ++g) {
+        for (int64_t task = 0; task < ntasks; ++task) {
             for (int64_t tile = 0; tile < ntiles; ++tile) {
-                alignas(64) float tmp[G * NT];
-                const int64_t t0 = tile * NT;
-                const int vt = static_cast<int>(imin(NT, np - t0) / S::W);
-                const int64_t r1 = imin(a.out, (g + 1) * G);
-                for (int64_t r = g * G; r < r1; ++r) {
-                    const BitmaskRow<WT> f{xt + t0, np, vals, row_start(a, r), a.mask + r * a.mask_words,
-                                           a.mask_words, tmp + (r - g * G) * NT};
-                    with_vectors<VV>(vt, f);
-                }
-                store_out(a, tmp, NT, r1 - g * G, g * G, t0, imin(NT, a.n - t0));
+                alignas(64) float tmp[RT * NT];
+                const int64_t t0 = tile * NT, r0 = task * RT, rows = imin(a.out, r0 + RT) - r0;
+                const int vt = static_cast<int>(imin(NT, nv - t0) / S::W);
+                with_vectors<VV>(vt, BitmaskTask<WT>{a, xt + t0, np, vals, r0, rows, tmp, NT});
+                for (int64_t g = 0; g < rows; g += kRowGroup)
+                    store_out(a, tmp + g * NT, NT, imin(kRowGroup, rows - g), r0 + g, t0, imin(NT, a.n - t0));
             }
         }
     }

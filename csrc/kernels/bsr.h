@@ -55,11 +55,11 @@ static void bsr_batched(const SpmmArgs& a) {
     constexpr int P = R < 4 ? R : 4;  // rows per pass; R is 1, 2, 4, 8 or 16 for the listed tiles
     constexpr int VV = tile_vectors<P>();
     constexpr int NT = VV * S::W;
-    constexpr int G = R > 8 ? R : 8;  // output rows per task: the 8 rows of the output transpose (or one block)
+    constexpr int G = R > kRowGroup ? R : kRowGroup;  // output rows per task: one output transpose (or one block)
     constexpr int GB = G / R;         // block-rows per task
     const WT* vals = static_cast<const WT*>(a.values);
     const IT* cols = static_cast<const IT*>(a.col_idx);
-    const int64_t np = round_up(a.n, S::W), ntiles = (np + NT - 1) / NT;
+    const int64_t nv = round_up(a.n, S::W), ntiles = (nv + NT - 1) / NT, np = xt_stride(a.n);
     const int64_t nbr = a.out / R, ngroups = (nbr + GB - 1) / GB;
     float* xt = a.work;
 #pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
@@ -70,7 +70,7 @@ static void bsr_batched(const SpmmArgs& a) {
             for (int64_t tile = 0; tile < ntiles; ++tile) {
                 alignas(64) float tmp[G * NT];
                 const int64_t t0 = tile * NT;
-                const int vt = static_cast<int>(imin(NT, np - t0) / S::W);
+                const int vt = static_cast<int>(imin(NT, nv - t0) / S::W);
                 const float* xtile = xt + t0;
                 const int64_t br1 = imin(nbr, (g + 1) * GB);
                 for (int64_t brow = g * GB; brow < br1; ++brow) {

@@ -37,7 +37,7 @@ static inline int64_t rows_per_task(int64_t rows, int nthreads) {
     return imax(1, imin(64, rows / (8 * imax(1, nthreads))));
 }
 
-// xt[k * np + t] = x[t * ldx + k] for t < n, 0 for n <= t < np. Called inside a parallel region.
+// xt[k * np + t] = x[t * ldx + k] for t < n, 0 for n <= t < np (np = xt_stride(n)). Called inside a parallel region.
 static void transpose_in(const float* x, int64_t n, int64_t in, int64_t ldx, float* xt, int64_t np) {
     const int64_t nkb = (in + 7) / 8;
 #pragma omp for schedule(static)
