@@ -25,6 +25,9 @@ __all__ = [
     "__version__",
     "prune",
     "sparsify",
+    "load",
+    "save",
+    "CheckpointError",
     "SparseLinear",
     "pack",
     "spmm",
@@ -41,3 +44,13 @@ __all__ = [
     "FORMATS",
     "KERNELS",
 ]
+
+
+def __getattr__(name: str):
+    # The checkpoint format (pydantic, xxhash, safetensors) loads on first use: it would add ~0.25 s to every
+    # `import sparsa` and to every command that never reads or writes a checkpoint.
+    if name in ("load", "save", "CheckpointError"):
+        from . import checkpoint
+
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module 'sparsa' has no attribute '{name}'")

@@ -6,7 +6,9 @@ import typer
 
 from .bench import bench
 from .demo import demo
+from .export import export_cmd
 from .info import info
+from .pack import pack_cmd
 from .prune import prune_cmd
 
 app = typer.Typer(
@@ -20,6 +22,9 @@ app.command("demo")(demo)
 app.command("prune")(prune_cmd)
 app.command("bench")(bench)
 app.command("info")(info)
+app.command("pack")(pack_cmd)
+app.command("save")(pack_cmd)
+app.command("export")(export_cmd)
 
 
 def main() -> None:

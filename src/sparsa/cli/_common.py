@@ -29,7 +29,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, RuntimeError, FileNotFoundError) as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line, however long
         raise typer.Exit(code=2) from None
 
 

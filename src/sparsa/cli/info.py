@@ -12,11 +12,14 @@ from ._common import mib, out, print_json, user_errors
 
 
 def info(
-    model: Optional[Path] = typer.Argument(None, help="Local Hugging Face model folder. Omit for this machine."),
+    model: Optional[Path] = typer.Argument(
+        None, help="Model folder: dense, dense-with-zeros (sparsa prune) or packed (sparsa pack). Omit for this machine."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Show per linear module the structure, sparsity and bytes dense vs packed (totals in the last line);
-    without a model, show the CPU features, threads and kernels sparsa can use here.
+    """Show per linear module the structure, sparsity and bytes dense vs packed (totals in the last line), for a
+    dense-with-zeros folder (packed bytes computed) or a packed checkpoint (bytes as stored, every tensor verified);
+    without a model, show the CPU features, threads and kernels sparsa can use here. The JSON has per-module rows
+    and the totals `dense_bytes`, `sparse_bytes`, `sparsity`, `disk_bytes` (weight files) and `packed`.
 
     Example:  sparsa info ./my-bert-70 --json
     """
@@ -37,7 +40,8 @@ def info(
     if json_out:
         print_json(r)
         return
-    t = Table(title=f"sparsa info: {r.model}")
+    kind = "packed checkpoint" if r.packed else "dense folder"
+    t = Table(title=f"sparsa info: {r.model} ({kind}, weight files {mib(r.disk_bytes)} on disk)")
     for c in ("module", "type", "shape", "structure", "sparsity", "format", "dense", "packed"):
         t.add_column(c, justify="right" if c in ("shape", "sparsity", "dense", "packed") else "left")
     for m in r.modules:

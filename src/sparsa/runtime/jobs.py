@@ -303,14 +303,52 @@ class ModelInfo:
     dense_bytes: int   # all linear-like weights stored dense
     sparse_bytes: int  # the same with every weight that has zeros packed in its format
     sparsity: float    # zeros over all linear-like weights
+    packed: bool = False   # the folder is a packed sparsa checkpoint (else a dense / dense-with-zeros folder)
+    disk_bytes: int = 0    # the folder's weight files (*.safetensors, *.bin, index files) on disk
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _totals(name: str, rows: list[ModuleInfo], packed: bool, disk_bytes: int) -> ModelInfo:
+    total = sum(r.shape[0] * r.shape[1] for r in rows)
+    zeros = sum(r.sparsity * r.shape[0] * r.shape[1] for r in rows)
+    return ModelInfo(name, rows, sum(r.dense_bytes for r in rows), sum(r.sparse_bytes for r in rows),
+                     zeros / max(1, total), packed, disk_bytes)
+
+
+@torch.no_grad()
+def packed_model_info(model_path: str) -> ModelInfo:
+    """model_info for a packed checkpoint: read (and verified) as sparsa.load reads it; bytes are those stored."""
+    from ..checkpoint.convert import folder_disk_bytes
+    from ..checkpoint.model import load_packed
+    from ..modules import is_linear_like
+    from ..nn import SparseLinear
+
+    model, _ = load_packed(model_path)
+    rows = []
+    for mname, m in model.named_modules():
+        if isinstance(m, SparseLinear):
+            p = m.packed
+            rows.append(ModuleInfo(mname, "SparseLinear", tuple(p.shape), p.sparsity, str(p.structure), p.format_name,
+                                   p.dense_nbytes(), p.nbytes))
+        elif mname and is_linear_like(m):
+            w = weight_out_in(m)
+            b = w.numel() * w.element_size()
+            rows.append(ModuleInfo(mname, type(m).__name__, tuple(w.shape), float((w == 0).sum()) / max(1, w.numel()),
+                                   "dense", "dense", b, b))
+    return _totals(str(model_path), rows, True, folder_disk_bytes(model_path))
+
+
 @torch.no_grad()
 def model_info(model_path: str) -> ModelInfo:
-    """Per linear-like module: shape, sparsity, structure (recorded or detected), bytes dense and packed."""
+    """Per linear-like module: shape, sparsity, structure (recorded or detected), bytes dense and packed.
+    Works on dense / dense-with-zeros folders and on packed sparsa checkpoints."""
+    from ..checkpoint import is_packed
+    from ..checkpoint.convert import folder_disk_bytes
+
+    if is_packed(model_path):
+        return packed_model_info(model_path)
     model, _, name = load_pretrained(model_path)
     rows = []
     for mname, m in select_modules(model, DEFAULT_TARGETS, ignore=()):
@@ -325,10 +363,7 @@ def model_info(model_path: str) -> ModelInfo:
         else:
             rows.append(ModuleInfo(mname, type(m).__name__, tuple(w.shape), 0.0, "dense", "dense", dense_bytes,
                                    dense_bytes))
-    total = sum(r.shape[0] * r.shape[1] for r in rows)
-    zeros = sum(r.sparsity * r.shape[0] * r.shape[1] for r in rows)
-    return ModelInfo(name, rows, sum(r.dense_bytes for r in rows), sum(r.sparse_bytes for r in rows),
-                     zeros / max(1, total))
+    return _totals(name, rows, False, folder_disk_bytes(model_path))
 
 
 def system_info() -> dict:
