@@ -13,19 +13,26 @@ import xxhash
 
 import sparsa
 from sparsa.checkpoint import CheckpointError, load, read_checkpoint, save
-from sparsa.formats import FORMATS, format_for
+from sparsa.formats import FORMATS, format_for, preferred_format
 from sparsa.nn import SparseLinear
 
 from checkpoint_helpers import INDEX, bits_le, inputs, pruned, raw_bytes, raw_tensors, small_bert
 
-# One structure per registered format at least: a format registered later fails the coverage test until listed.
-STRUCTURES = ["unstructured", "2:4", "4x1", "1x4", "8x1", "2x2"]
+# One (structure, sparsity) per registered format at least: a format registered later fails the coverage test
+# until listed. sparsify packs unstructured weights as a bitmask below CSR_FROM_SPARSITY and as CSR above it.
+STRUCTURES = ["unstructured", "2:4", "4x1", "1x4", "8x1", "2x2", "unstructured@0.9"]
+
+
+def _case(spec: str) -> tuple[str, float]:
+    structure, _, sp = spec.partition("@")
+    return structure, float(sp or 0.6)
 DTYPES = [torch.float32, torch.bfloat16]
 Q = "encoder.layer.0.attention.self.query"
 
 
 def test_every_registered_format_is_covered():
-    assert {format_for(sparsa.parse_structure(s)).format_name for s in STRUCTURES} == set(FORMATS)
+    formats = {preferred_format(sparsa.parse_structure(st), sp).format_name for st, sp in map(_case, STRUCTURES)}
+    assert formats == set(FORMATS)
 
 
 def _set_weight(model, name, w, structure):
@@ -104,12 +111,14 @@ def test_safetensors_file_has_no_padding_between_tensors(tmp_path):
     assert header["__metadata__"] == {"format": "pt"}
 
 
-@pytest.mark.parametrize("structure", STRUCTURES)
+@pytest.mark.parametrize("spec", STRUCTURES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "bf16"])
-def test_round_trip_is_lossless(tmp_path, structure, dtype):
-    model = pruned(small_bert(hidden=48, inter=104), structure, 0.6, dtype)  # odd widths: padded mask words
+def test_round_trip_is_lossless(tmp_path, spec, dtype):
+    structure, sparsity = _case(spec)
+    model = pruned(small_bert(hidden=48, inter=104), structure, sparsity, dtype)  # odd widths: padded mask words
     sparse, converted = sparsa.sparsify(model, dtype=dtype)
-    assert converted and {c.format for c in converted} == {format_for(sparsa.parse_structure(structure)).format_name}
+    expected = preferred_format(sparsa.parse_structure(structure), sparsity).format_name
+    assert converted and {c.format for c in converted} == {expected}
     out = save(sparse, tmp_path / "ck", max_shard_size="40KB")
     ck = read_checkpoint(out)
     for c in converted:

@@ -144,7 +144,7 @@ def load_packed(path: str | os.PathLike, dense: bool = False, verify: bool = Tru
                 state[f"{name}.bias"] = state[f"{name}.bias"].to(dt)
         else:
             bias = state.pop(f"{name}.bias", None)
-            _set_submodule(model, name, SparseLinear(packed, bias))
+            _set_submodule(model, name, SparseLinear(packed, bias, validate=False))  # from_tensors validated it
     _load_rest(model, state, ckpt)
     if dense and hasattr(model, "tie_weights"):
         model.tie_weights()

@@ -28,9 +28,12 @@ AUTO = "auto"
 
 class SparseLinear(nn.Module):
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None,
-                 kernel: KernelSpec | str | None = AUTO):
+                 kernel: KernelSpec | str | None = AUTO, validate: bool = True):
+        """``validate=False`` skips the O(nnz) structural check for a weight that was just validated (e.g. by
+        ``PackedWeight.from_tensors`` when loading a checkpoint); the kernels trust validated weights."""
         super().__init__()
-        packed.validate()
+        if validate:
+            packed.validate()
         self.out_features, self.in_features = packed.shape
         self._packed = packed
         for name, t in packed.tensors().items():
