@@ -104,16 +104,38 @@ class _Collector:
             h.remove()
 
 
+class _StageDone(Exception):
+    pass
+
+
 @torch.no_grad()
 def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan]) -> dict[str, InputStats]:
-    """Input statistics of ``plans``' modules over every captured call of ``block``."""
+    """Input statistics of ``plans``' modules over every captured call of ``block``.
+
+    Each forward stops as soon as every watched module has run: what comes after cannot change their inputs.
+    """
     col = _Collector(plans)
+    seen: set[int] = set()
+    want = {id(p.module) for p in plans}
+
+    def stop_when_done(mod, _inputs, _out):
+        seen.add(id(mod))
+        if seen >= want:
+            raise _StageDone
+
+    stops = [p.module.register_forward_hook(stop_when_done) for p in plans]  # after the collector's hooks
     try:
         for c in calls:
             col.mask = c.token_mask
-            run_block(block, c)
+            seen.clear()
+            try:
+                run_block(block, c)
+            except _StageDone:
+                pass
     finally:
         col.close()
+        for h in stops:
+            h.remove()
     return col.stats
 
 
