@@ -11,7 +11,8 @@ to drive eps_r toward zero while the count of kept weights stays fixed:
 * accept the swap only if |eps_r| falls; a row stops at its first rejected swap or after ``max_cycles``.
 
 Structures: unstructured swaps single weights within a row; N:M swaps within the grown weight's group of M
-(so every group keeps N); RxC blocks swap whole blocks within a block-row, the error then being the
+(so every group keeps N), taking per row the (grow, prune) pair of one group that leaves the smallest |eps_r|
+(with only M - N by N pairs per group, the best pair is searched outright); RxC blocks swap whole blocks within a block-row, the error then being the
 R-vector of the block-row's rows and |.| its Euclidean norm. Pure tensor math; the engine supplies the stats.
 """
 
@@ -70,6 +71,10 @@ def dsnot(
     active = torch.ones(eps.shape[0], dtype=torch.bool)
     while cycles < max_cycles and bool(active.any()):
         cycles += 1
+        if group:
+            if not _nm_cycle(wd, wc, kp, eps, mu, group, active):
+                break
+            continue
         ku = _units(kp, r, c).all(-1).all(-1)  # (BR, BC) unit kept
         prune_c = _units(wc * mu, r, c).sum(-1)  # (BR, BC, R)
         # growth: gain = |eps|^2 - |eps - c|^2, over pruned units, per unit of input variance
@@ -83,9 +88,6 @@ def dsnot(
         delta = 2 * (eps_g.unsqueeze(1) * prune_c).sum(-1) + prune_c.square().sum(-1)  # (BR, BC) |.|^2 change
         cand = ku.clone()
         cand[torch.arange(len(g)), g] = False
-        if group:  # N:M: the pruned weight must share the grown one's group
-            cols = torch.arange(cand.shape[1])
-            cand &= (cols[None, :] // group) == (g[:, None] // group)
         helps = cand & (delta < 0)
         pick_from = torch.where(helps.any(1, keepdim=True), helps, cand)
         p = torch.where(pick_from, imp, torch.full_like(imp, float("inf"))).argmin(1)  # (BR,)
@@ -106,3 +108,32 @@ def dsnot(
         wc[ri, pi] = 0.0
         eps[ok] = eps_new[ok]
     return wc.to(dense.dtype), kp
+
+
+def _nm_cycle(wd: torch.Tensor, wc: torch.Tensor, kp: torch.Tensor, eps: torch.Tensor, mu: torch.Tensor, m: int,
+              active: torch.Tensor) -> bool:
+    """One N:M swap per active row, in place: the pair (pruned j, kept k) of one group that minimises
+    |eps - W_rj mu_j + W'_rk mu_k|, if it beats |eps|. Returns whether any row swapped."""
+    out, inp = wd.shape
+    grow = (wd * mu).reshape(out, inp // m, m)  # (out, G, M) error removed by reviving j
+    drop = (wc * mu).reshape(out, inp // m, m)  # (out, G, M) error added by pruning k
+    k3 = kp.reshape(out, inp // m, m)
+    e = eps[:, 0].reshape(out, 1, 1, 1)
+    new = e - grow.unsqueeze(-1) + drop.unsqueeze(-2)  # (out, G, j, k)
+    valid = (~k3).unsqueeze(-1) & k3.unsqueeze(-2)
+    score = torch.where(valid, new.abs(), torch.full_like(new, float("inf"))).reshape(out, -1)
+    best = score.argmin(1)  # (out,)
+    ok = active & (score.gather(1, best[:, None]).squeeze(1) < eps[:, 0].abs() - 1e-12)
+    active &= ok
+    if not bool(ok.any()):
+        return False
+    rows = torch.nonzero(ok).squeeze(1)
+    b = best[rows]
+    gidx, j, k = b // (m * m), (b // m) % m, b % m
+    jc, kc = gidx * m + j, gidx * m + k
+    kp[rows, jc] = True
+    wc[rows, jc] = wd[rows, jc]
+    kp[rows, kc] = False
+    wc[rows, kc] = 0.0
+    eps[rows, 0] = new.reshape(out, -1)[rows, b]
+    return True
