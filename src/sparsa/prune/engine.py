@@ -70,8 +70,9 @@ class Outcome:
 
 
 class BlockLoader(Protocol):
-    def enter(self, name: str, block: nn.Module) -> None: ...
-    def exit(self, name: str, block: nn.Module) -> None: ...
+    def enter(self, name: str, block: nn.Module) -> None: ...  # bring the block's weights in
+    def exit(self, name: str, block: nn.Module) -> None: ...  # save the (pruned) block, then drop it
+    def drop(self, name: str, block: nn.Module) -> None: ...  # drop it unsaved (measuring passes)
 
 
 def _tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -322,6 +323,19 @@ def block_wanda_metrics(
         stats = col.stats
         values[bname] = reduce([wanda_scores(weight_out_in(p.module).float(), stats[p.name].norm) for p in mine])
 
-    walk_blocks(model, batches, visit, sequential=True, loader=loader,
+    walk_blocks(model, batches, visit, sequential=True, loader=_ReadOnly(loader) if loader is not None else None,
                 progress="measuring outliers" if progress else None)
     return values
+
+
+class _ReadOnly:
+    """A loader for a measuring pass: blocks come in as usual but leave without being written."""
+
+    def __init__(self, loader: BlockLoader):
+        self.loader = loader
+
+    def enter(self, name: str, block: nn.Module) -> None:
+        self.loader.enter(name, block)
+
+    def exit(self, name: str, block: nn.Module) -> None:
+        self.loader.drop(name, block)
