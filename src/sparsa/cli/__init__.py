@@ -6,8 +6,10 @@ import typer
 
 from .bench import bench
 from .demo import demo
+from .eval import eval_cmd
 from .info import info
 from .prune import prune_cmd
+from .sweep import sweep_cmd
 
 app = typer.Typer(
     name="sparsa",
@@ -20,6 +22,8 @@ app.command("demo")(demo)
 app.command("prune")(prune_cmd)
 app.command("bench")(bench)
 app.command("info")(info)
+app.command("eval")(eval_cmd)
+app.command("sweep")(sweep_cmd)
 
 
 def main() -> None:

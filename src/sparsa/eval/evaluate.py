@@ -26,7 +26,7 @@ class EvalResult:
     model: str
     source: str | None
     kind: str  # "encoder" or "decoder"
-    sparsity: float  # zeros over the linear-like weights
+    sparsity: float  # zeros over the linear-like weights (heads and poolers excluded, as prune leaves them)
     cosine_mean: float | None = None
     cosine_min: float | None = None
     nn_agreement: float | None = None
@@ -51,7 +51,7 @@ def _source_of(path: Path) -> str | None:
 
 def evaluate_dir(path: str | Path, text: str | Path | None = None, source: str | Path | None = None,
                  seq_len: int = 128, max_windows: int | None = None) -> EvalResult:
-    from ..modules import DEFAULT_TARGETS, select_modules, weight_out_in
+    from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, select_modules, weight_out_in
     from ..prune.calibration import is_causal_lm
     from ..runtime.models import ModelLoadError, load_encoder, load_pretrained
 
@@ -62,7 +62,7 @@ def evaluate_dir(path: str | Path, text: str | Path | None = None, source: str |
     has_meta = (path / "sparsa.json").is_file()
     src = str(source) if source is not None else meta_src
     model, tok, name = load_pretrained(path)
-    mods = select_modules(model, DEFAULT_TARGETS, ignore=())
+    mods = select_modules(model, DEFAULT_TARGETS, DEFAULT_IGNORE)
     numel = sum(weight_out_in(m).numel() for _, m in mods)
     zeros = sum(int((weight_out_in(m) == 0).sum()) for _, m in mods)
     sp = zeros / max(1, numel)
