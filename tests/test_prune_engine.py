@@ -44,7 +44,8 @@ def test_every_family_prunes_with_calibration(family, method, structure):
     assert len(rep.modules) >= 8 and abs(rep.achieved_sparsity - 0.5) < 0.01
     for m in rep.modules:
         assert m.recon_error is not None and 0 <= m.recon_error < 1.0, m
-        assert m.tokens == 12 * 24 and m.method == method
+        assert m.method == method
+        assert m.tokens == 12 * 24 or ".experts." in m.name  # experts see only the tokens routed to them
     with torch.no_grad():
         out = pruned(**batch)[0]
     assert torch.isfinite(out).all() and not torch.equal(out, ref)
@@ -147,3 +148,18 @@ def test_bad_input_errors_name_the_problem():
         prune(model, "obs", 0.5, calibration=tokens())
     with pytest.raises(StructureError, match=r"module 'model\.layers\.0\.self_attn\.k_proj' \(Linear\).*32"):
         prune(model, "wanda", 0.5, "64x1", calibration=tokens())
+
+
+def test_fused_moe_experts_are_pruned_per_expert_on_their_routed_tokens():
+    model = tiny_mixtral()
+    batch = tokens(8, 24)
+    _, rep = prune(model, "sparsegpt", 0.5, "2:4", calibration=batch, inplace=True)
+    experts = [m for m in rep.modules if ".experts." in m.name]
+    assert len(experts) == 2 * 2 * 4  # 2 layers x (gate_up, down) x 4 experts
+    layer0 = [m for m in experts if m.name.startswith("model.layers.0.mlp.experts.gate_up_proj.")]
+    assert sum(m.tokens for m in layer0) == 8 * 24 * 2  # every token reaches its top-2 experts, and only them
+    w = model.model.layers[0].mlp.experts.gate_up_proj.data  # (E, 2I, H)
+    assert (w.reshape(4, 192, -1, 4) != 0).sum(-1).le(2).all()  # 2:4 inside every expert's (out, in) slice
+    assert model.config._experts_implementation == "grouped_mm"  # switched back after the walk
+    with pytest.raises(StructureError, match=r"expert weight 'model\.layers\.0\.mlp\.experts\.gate_up_proj\.0'"):
+        prune(tiny_mixtral(), "magnitude", 0.5, "5x1", targets=["re:.*experts.*"], ignore=[])

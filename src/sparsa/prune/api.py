@@ -16,10 +16,11 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, Pattern, select_modules, weight_out_in
+from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, Pattern, _compile, _matches, select_modules, weight_out_in
 from ..structure import StructureLike, parse_structure
 from .allocation import erk_sparsities, outlier_ratio, owl_sparsities
 from .calibration import CalibrationConfig, build_batches
+from .experts import eager_experts, expert_params
 from .engine import BlockLoader, Outcome, Plan, block_wanda_metrics, prune_modules, prune_one
 from .methods import METHODS, MissingCalibrationError, get_method
 from .recipe import Recipe, RecipeEntry, load_recipe
@@ -75,17 +76,42 @@ def _is_recipe(x) -> bool:
     return isinstance(x, str) and x not in METHODS and (x.endswith((".yaml", ".yml")) or "\n" in x)
 
 
+def _expert_slices(model: nn.Module, targets: Sequence[str], ignore: Sequence[str]) -> list[tuple[str, nn.Module, str, int]]:
+    """(name, module, parameter, expert) of the fused-expert slices an entry selects: all of them with the
+    default targets (they are the MoE's linear layers), else those whose slice name, module name or module
+    class a target names; ignore patterns apply the same way."""
+    tp, ip = _compile(targets, "target"), _compile(ignore, "ignore")
+    default = tuple(targets) == DEFAULT_TARGETS
+    out = []
+    for mname, mod, pname in expert_params(model):
+        for e in range(getattr(mod, pname).shape[0]):
+            name = f"{mname}.{pname}.{e}"
+
+            def hit(pats):
+                return any(_matches(k, p, name, mod) or (k != "re" and _matches(k, p, mname, mod)) for k, p in pats)
+
+            if (default or hit(tp)) and not hit(ip):
+                out.append((name, mod, pname, e))
+    return out
+
+
 def plan_modules(model: nn.Module, recipe: Recipe) -> list[Plan]:
-    """One Plan per selected module (the last matching entry wins), in model order, shapes checked."""
+    """One Plan per selected weight (the last matching entry wins), in model order, shapes checked."""
     chosen: dict[str, Plan] = {}
     for idx, e in enumerate(recipe.prune):
         st = parse_structure(e.structure)
         m = get_method(e.method)
+        scope = e.scope or m.default_scope
         for name, mod in select_modules(model, e.targets, e.ignore):
             st.check_shape(tuple(weight_out_in(mod).shape), f"module '{name}' ({type(mod).__name__})")
-            chosen[name] = Plan(name, mod, m, st, e.resolved_sparsity, e.scope or m.default_scope, e.dsnot, idx)
+            chosen[name] = Plan(name, mod, m, st, e.resolved_sparsity, scope, e.dsnot, idx)
+        for name, mod, pname, ex in _expert_slices(model, e.targets, e.ignore):
+            p = Plan(name, mod, m, st, e.resolved_sparsity, scope, e.dsnot, idx, pname, ex)
+            st.check_shape(tuple(p.weight().shape), f"expert weight '{name}' ({type(mod).__name__})")
+            chosen[name] = p
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    return sorted(chosen.values(), key=lambda p: order[p.name])
+    key = lambda p: (order[p.name.rsplit(".", 2)[0]] if p.param is not None else order[p.name], p.index or 0)  # noqa
+    return sorted(chosen.values(), key=key)
 
 
 def _allocate(model: nn.Module, recipe: Recipe, plans: list[Plan], batches, loader, progress: bool) -> None:
@@ -95,7 +121,7 @@ def _allocate(model: nn.Module, recipe: Recipe, plans: list[Plan], batches, load
         if not mine or e.allocation == "uniform":
             continue
         if e.allocation == "erk":
-            sps = erk_sparsities({p.name: tuple(weight_out_in(p.module).shape) for p in mine}, e.resolved_sparsity)
+            sps = erk_sparsities({p.name: tuple(p.weight().shape) for p in mine}, e.resolved_sparsity)
             for p in mine:
                 p.sparsity = sps[p.name]
         elif e.allocation == "owl":
@@ -195,9 +221,10 @@ def prune(
         if tokenizer is None and is_text:
             tokenizer = _tokenizer_for(model)
         batches = build_batches(model, tokenizer, calibration, recipe.calibration.config())
-        _allocate(model, recipe, plans, batches, loader, progress)
-        outcomes = prune_modules(model, plans, batches, sequential=sequential, true_sequential=true_sequential,
-                                 loader=loader, progress=progress)
+        with eager_experts(model):
+            _allocate(model, recipe, plans, batches, loader, progress)
+            outcomes = prune_modules(model, plans, batches, sequential=sequential, true_sequential=true_sequential,
+                                     loader=loader, progress=progress)
     return model, _report(recipe, outcomes)
 
 

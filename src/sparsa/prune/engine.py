@@ -33,6 +33,7 @@ from ..modules import weight_out_in
 from ..structure import Structure
 from .blocks import BlockCall, capture_first_block, find_blocks, forward_extras, run_block
 from .dsnot import dsnot as dsnot_refine
+from .experts import ExpertInputs, expert_slice
 from .methods import Method
 from .stats import InputStats, relative_error
 
@@ -53,6 +54,19 @@ class Plan:
     scope: str
     dsnot: bool = False
     entry: int = 0  # index of the recipe entry that chose these settings
+    param: str | None = None  # for one expert of a fused (num_experts, out, in) parameter: its name...
+    index: int | None = None  # ...and the expert's index (see prune/experts.py)
+
+    def weight(self) -> torch.Tensor:
+        """The (out, in) view of the weight this plan prunes."""
+        if self.param is None:
+            return weight_out_in(self.module)
+        return expert_slice(self.module, self.param, self.index)
+
+    @property
+    def fused_key(self) -> str | None:
+        """'<module>.<param>' for expert slices (the unit their inputs are captured by), else None."""
+        return None if self.param is None else self.name.rsplit(".", 1)[0]
 
 
 @dataclass
@@ -87,12 +101,24 @@ def _tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class _Collector:
-    """Forward hooks that add each watched module's input to its InputStats."""
+    """Adds each watched weight's input to its InputStats while blocks run inside ``with collector:``:
+    forward hooks for modules, a torch function mode for slices of fused expert parameters."""
 
-    def __init__(self, plans: list[Plan]):
-        self.stats = {p.name: InputStats(weight_out_in(p.module).shape[1]) for p in plans}
+    def __init__(self, plans: list[Plan], with_hessian: bool = True):
+        self.stats = {p.name: InputStats(p.weight().shape[1], with_hessian) for p in plans}
         self.mask: torch.Tensor | None = None
-        self.handles = [p.module.register_forward_hook(self._hook(p.name)) for p in plans]
+        self.plans = [p for p in plans if p.param is None]
+        self.slices = {(p.fused_key, p.index): p.name for p in plans if p.param is not None}
+        self.handles: list = []
+        self.mode = None
+        if self.slices:
+            watched = {id(p): (p.fused_key, getattr(p.module, p.param)) for p in plans if p.param is not None}
+            self.mode = ExpertInputs({k: v for k, v in {w[0]: w for w in watched.values()}.items()}, self._slice)
+
+    def _slice(self, key: str, index: int, x: torch.Tensor) -> None:
+        name = self.slices.get((key, index))
+        if name is not None:
+            self.stats[name].add(x)  # routed tokens: no padding mask applies to them
 
     def _hook(self, name: str):
         def hook(_mod, inputs, _out):
@@ -100,7 +126,15 @@ class _Collector:
 
         return hook
 
-    def close(self) -> None:
+    def __enter__(self) -> "_Collector":
+        self.handles = [p.module.register_forward_hook(self._hook(p.name)) for p in self.plans]
+        if self.mode is not None:
+            self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.mode is not None:
+            self.mode.__exit__(*exc)
         for h in self.handles:
             h.remove()
 
@@ -111,9 +145,10 @@ class _StageDone(Exception):
 
 @torch.no_grad()
 def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan]) -> dict[str, InputStats]:
-    """Input statistics of ``plans``' modules over every captured call of ``block``.
+    """Input statistics of ``plans``' weights over every captured call of ``block``.
 
-    Each forward stops as soon as every watched module has run: what comes after cannot change their inputs.
+    Each forward stops as soon as every watched module has run: what comes after cannot change their inputs
+    (not for expert slices: an expert may never be routed to).
     """
     col = _Collector(plans)
     seen: set[int] = set()
@@ -124,17 +159,19 @@ def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan]) ->
         if seen >= want:
             raise _StageDone
 
-    stops = [p.module.register_forward_hook(stop_when_done) for p in plans]  # after the collector's hooks
+    stops = []
     try:
-        for c in calls:
-            col.mask = c.token_mask
-            seen.clear()
-            try:
-                run_block(block, c)
-            except _StageDone:
-                pass
+        with col:
+            if all(p.param is None for p in plans):  # registered after the collector's hooks: they run after
+                stops = [p.module.register_forward_hook(stop_when_done) for p in plans]
+            for c in calls:
+                col.mask = c.token_mask
+                seen.clear()
+                try:
+                    run_block(block, c)
+                except _StageDone:
+                    pass
     finally:
-        col.close()
         for h in stops:
             h.remove()
     return col.stats
@@ -142,9 +179,14 @@ def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan]) ->
 
 @torch.no_grad()
 def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[list[Plan]]:
-    """Group plans by the tensor their module reads, in the order the block first calls them."""
-    seen: list[tuple[torch.Tensor, list[Plan]]] = []
-    by_module = {id(p.module): p for p in plans}
+    """Group plans by the tensor their module reads, in the order the block first calls them; the slices of
+    one fused expert parameter form one stage, placed where the first of them runs."""
+    seen: list[tuple[object, list[Plan]]] = []
+    by_module = {id(p.module): p for p in plans if p.param is None}
+    fused: dict[str, list[Plan]] = {}
+    for p in plans:
+        if p.param is not None:
+            fused.setdefault(p.fused_key, []).append(p)
 
     def hook(mod, inputs):
         p, x = by_module[id(mod)], inputs[0]
@@ -156,9 +198,19 @@ def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[list[P
         if not any(p in g for _, g in seen):
             seen.append((x, [p]))
 
-    handles = [p.module.register_forward_pre_hook(hook) for p in plans]
+    def on_slice(key: str, _index: int, _x) -> None:
+        if key in fused and not any(t == key for t, _ in seen):
+            seen.append((key, fused[key]))
+
+    handles = [p.module.register_forward_pre_hook(hook) for p in by_module.values()]
+    mode = ExpertInputs({k: (k, getattr(v[0].module, v[0].param)) for k, v in fused.items()}, on_slice) \
+        if fused else None
     try:
-        run_block(block, call)
+        if mode is not None:
+            with mode:
+                run_block(block, call)
+        else:
+            run_block(block, call)
     finally:
         for h in handles:
             h.remove()
@@ -170,7 +222,7 @@ def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[list[P
 @torch.no_grad()
 def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
     """Prune one module in place from its statistics (None for data-free methods without calibration)."""
-    w = weight_out_in(plan.module)  # (out, in) view of the parameter
+    w = plan.weight()  # (out, in) view of the parameter
     dense = w.detach().float().clone()
     new, keep = plan.method.run(dense, stats, plan.structure, plan.sparsity, plan.scope)
     if plan.dsnot:
@@ -178,7 +230,8 @@ def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
     new = new.float() * keep
     err = relative_error(dense, new, stats.hessian) if stats is not None and stats.hessian is not None else None
     w.copy_(new.to(w.dtype))
-    plan.module.sparsa_structure = str(plan.structure)
+    if plan.param is None:  # a fused expert parameter holds many slices: its structure is in the report
+        plan.module.sparsa_structure = str(plan.structure)
     zeros = int((w == 0).sum())
     out = Outcome(plan.name, type(plan.module).__name__, (int(w.shape[0]), int(w.shape[1])), str(plan.structure),
                   zeros / w.numel(), plan.method.name, plan.sparsity, err, plan.dsnot,
@@ -278,14 +331,12 @@ def prune_modules(
             raise ValueError(f"modules outside the transformer blocks cannot be pruned in bounded-memory mode: "
                              f"{', '.join(p.name for p in rest)}")
         col = _Collector(rest)
-        try:
-            extras = forward_extras(model)
+        extras = forward_extras(model)
+        with col:
             for b in batches:
                 m = b.get("attention_mask")
                 col.mask = None if m is None or bool(m.all()) else m.bool()
                 model(**b, **extras)
-        finally:
-            col.close()
         for p in rest:
             outcomes[p.name] = prune_one(p, col.stats[p.name])
     return [outcomes[p.name] for p in plans]
@@ -310,18 +361,12 @@ def block_wanda_metrics(
         mine = [p for p in plans if _in_block(p.name, bname)]
         if not mine:
             return
-        stats = {}
-        col = _Collector(mine)
-        for s in col.stats.values():  # norms only: no X^T X needed here
-            s.hessian = None
-        try:
+        col = _Collector(mine, with_hessian=False)  # norms only: no X^T X needed here
+        with col:
             for c in calls:
                 col.mask = c.token_mask
                 run_block(block, c)
-        finally:
-            col.close()
-        stats = col.stats
-        values[bname] = reduce([wanda_scores(weight_out_in(p.module).float(), stats[p.name].norm) for p in mine])
+        values[bname] = reduce([wanda_scores(p.weight().float(), col.stats[p.name].norm) for p in mine])
 
     walk_blocks(model, batches, visit, sequential=True, loader=_ReadOnly(loader) if loader is not None else None,
                 progress="measuring outliers" if progress else None)
