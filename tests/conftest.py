@@ -70,3 +70,11 @@ def tiny_mixtral():
                         num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
                         max_position_embeddings=64)
     return MixtralForCausalLM(cfg).eval()
+
+
+def tiny_mistral():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = MistralConfig(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, sliding_window=16)
+    return MistralForCausalLM(cfg).eval()

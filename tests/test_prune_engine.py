@@ -13,12 +13,12 @@ from sparsa.prune.blocks import capture_first_block
 from sparsa.prune.methods import METHODS, UnknownMethodError
 from sparsa.structure import StructureError, parse_structure
 
-from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_mixtral, tiny_opt, tiny_qwen2
+from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_mistral, tiny_mixtral, tiny_opt, tiny_qwen2
 
-FAMILIES = {"bert": tiny_bert, "gpt2": tiny_gpt2, "opt": tiny_opt, "llama": tiny_llama, "qwen2": tiny_qwen2,
-            "mixtral": tiny_mixtral}
+FAMILIES = {"bert": tiny_bert, "gpt2": tiny_gpt2, "opt": tiny_opt, "llama": tiny_llama, "mistral": tiny_mistral,
+            "qwen2": tiny_qwen2, "mixtral": tiny_mixtral}
 BLOCKS = {"bert": "encoder.layer", "gpt2": "transformer.h", "opt": "model.decoder.layers", "llama": "model.layers",
-          "qwen2": "model.layers", "mixtral": "model.layers"}
+          "mistral": "model.layers", "qwen2": "model.layers", "mixtral": "model.layers"}
 
 
 def tokens(n=12, t=24, seed=0):

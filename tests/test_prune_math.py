@@ -168,3 +168,31 @@ def test_owl_spreads_by_outlier_ratio_around_the_target():
     metric = torch.ones(100)
     metric[:3] = 100.0  # 3 of 100 entries above 5x the mean
     assert outlier_ratio([metric], 5.0) == pytest.approx(0.03)
+
+
+from hypothesis import given, settings, strategies as hs  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(out=hs.integers(1, 6).map(lambda k: 4 * k), cols=hs.integers(1, 40).map(lambda k: 4 * k),
+       structure=hs.sampled_from(["unstructured", "2:4", "4x1", "1x4"]), sp=hs.floats(0.0, 0.95),
+       blocksize=hs.sampled_from([4, 16, 128]), seed=hs.integers(0, 2**16))
+def test_sparsegpt_masks_obey_every_structure_on_odd_shapes(out, cols, structure, sp, blocksize, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, cols, generator=g)
+    w = torch.randn(out, cols, generator=g)
+    s = None if structure == "2:4" else sp
+    new, keep = sparsegpt(w, x.T @ x, structure, s, blocksize=blocksize)
+    assert torch.isfinite(new).all()
+    assert not bool(new[~keep].any())  # pruned weights are exactly zero
+    if structure == "2:4":
+        assert (keep.reshape(out, -1, 4).sum(-1) == 2).all()
+    elif structure == "unstructured":
+        bs = max(1, blocksize)
+        for i in range(0, cols, bs):  # the published rule: the sparsity holds in every column block
+            blk = keep[:, i : i + bs]
+            assert int((~blk).sum()) == round(sp * blk.numel())
+    else:
+        r, c = map(int, structure.split("x"))
+        kb = keep.reshape(out // r, r, cols // c, c)
+        assert bool((kb.all(3).all(1) | ~kb.any(3).any(1)).all())
