@@ -9,12 +9,14 @@ Sections (each writes benchmarks/results/minilm_<section>.json and prints a Mark
   every method at 50%, 2:4, 70%, 80%, plain / +DSnoT / +OWL / +OWL+DSnoT;
 * ``where``: where SparseGPT's remaining loss sits: one module role left dense at a time, and one layer
   pruned at a time;
-* ``calibration``: SparseGPT at 50% and 2:4 with other calibration text, sample counts and engine orders.
+* ``calibration``: SparseGPT at 50% and 2:4 with other calibration text, sample counts and engine orders;
+* ``levers``: DSnoT on SparseGPT with the OBS weights re-solved, per-row comparison, more calibration, a
+  recipe that keeps the last layer denser, and where OWL moves the sparsity.
 
 Calibration text: benchmarks/data/calibration_mix.txt (news, movie-review and Wikipedia sentences from
 gensim's test data; ``python benchmarks/offline_text.py``). The held-out sentences are never used for it.
 
-    flock /tmp/sparsa-cpu.lock python benchmarks/prune_quality.py recon fidelity where calibration
+    flock /tmp/sparsa-cpu.lock python benchmarks/prune_quality.py recon fidelity where calibration levers
 """
 
 from __future__ import annotations
@@ -178,9 +180,53 @@ def section_calibration(b: Bench) -> dict:
     return out
 
 
+def section_levers(b: Bench) -> dict:
+    """What else moves SparseGPT's fidelity: DSnoT with the OBS weights re-solved for its mask, per-row
+    comparison, more calibration, and a recipe that keeps the most sensitive (last) layer denser at the same
+    overall sparsity (every layer holds the same number of weights)."""
+    out = {}
+
+    def last_denser(total: float, last: float) -> dict:
+        rest = (6 * total - last) / 5
+        return {"prune": [{"method": "sparsegpt", "sparsity": rest},
+                          {"targets": ["re:encoder\\.layer\\.5\\..*"], "method": "sparsegpt", "sparsity": last}],
+                "calibration": {"samples": b.cfg.samples, "seq_len": 128, "batch_size": 32}}
+
+    def run(label, **kw):
+        r = b.run(**kw)
+        out[label] = {k: r[k] for k in ("cosine_mean", "nn_agreement", "achieved_sparsity", "mean_recon_error",
+                                        "seconds")}
+        print(f"| {label} | {r['cosine_mean']:.4f} | {r['nn_agreement']:.3f} | {r['achieved_sparsity']:.3f} | "
+              f"{r['seconds']:.0f} |", flush=True)
+
+    big = CalibrationConfig(samples=1024, seq_len=128, batch_size=32)
+    for label, (st, sp) in SETTINGS.items():
+        run(f"{label} sparsegpt +DSnoT (OBS re-solved)", method="sparsegpt", structure=st, sparsity=sp, dsnot=True)
+        if st == "unstructured":
+            run(f"{label} sparsegpt row scope", method="sparsegpt", structure=st, sparsity=sp, scope="row")
+            run(f"{label} sparsegpt, last layer at {sp - 0.2:.0%}, others {(6 * sp - sp + 0.2) / 5:.0%}",
+                method=last_denser(sp, sp - 0.2), structure=None, sparsity=None)
+            run(f"{label} sparsegpt row scope, 1024 samples, last layer at {sp - 0.2:.0%}",
+                method={**last_denser(sp, sp - 0.2), "prune": [{**e, "scope": "row"} for e in
+                                                               last_denser(sp, sp - 0.2)["prune"]],
+                        "calibration": {"samples": 1024, "seq_len": 128, "batch_size": 32}},
+                structure=None, sparsity=None)
+        else:
+            run(f"{label} sparsegpt, 1024 samples", method="sparsegpt", structure=st, sparsity=sp, cfg=big)
+    # OWL's per-layer sparsities on MiniLM, to see where it moves the budget
+    m, rep = sparsa.prune(copy.deepcopy(b.model), "sparsegpt", 0.7, calibration=str(MIX), tokenizer=b.tok,
+                          calibration_config=b.cfg, allocation="owl")
+    per_layer = {}
+    for x in rep.modules:
+        per_layer[int(re.search(r"\.(\d+)\.", x.name).group(1))] = x.target
+    out["owl_70_per_layer_sparsity"] = per_layer
+    print("OWL at 70%, per-layer sparsity:", {k: round(v, 3) for k, v in per_layer.items()}, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sections", nargs="+", choices=["recon", "fidelity", "where", "calibration"])
+    ap.add_argument("sections", nargs="+", choices=["recon", "fidelity", "where", "calibration", "levers"])
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     if not MIX.is_file():

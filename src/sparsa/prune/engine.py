@@ -227,6 +227,8 @@ def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
     new, keep = plan.method.run(dense, stats, plan.structure, plan.sparsity, plan.scope)
     if plan.dsnot:
         new, keep = dsnot_refine(dense, new, keep, stats.mean, stats.var, stats.norm, plan.structure)
+        if plan.method.refit is not None:  # DSnoT grew dense values back: re-solve the kept weights (OBS)
+            new = plan.method.refit(dense, stats, plan.structure, keep)
     new = new.float() * keep
     err = relative_error(dense, new, stats.hessian) if stats is not None and stats.hessian is not None else None
     w.copy_(new.to(w.dtype))

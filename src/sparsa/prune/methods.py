@@ -60,6 +60,11 @@ def _sparsegpt(w, stats, st, sp, scope):
     return sparsegpt(w, stats.hessian, st, sp, scope=scope)
 
 
+def _sparsegpt_refit(w, stats, st, keep):
+    """OBS weights for a given mask (after DSnoT changed SparseGPT's mask)."""
+    return sparsegpt(w, stats.hessian, st, None if st.implied_sparsity is not None else 0.0, mask=keep)[0]
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -68,6 +73,8 @@ class Method:
     default_scope: str  # how scores are compared when the caller does not say ("tensor" or "row")
     run: PruneFn  # (weight (out, in), stats or None, structure, sparsity, scope) -> (new weight, keep)
     summary: str
+    # for methods that update the weights they keep: new weights for a mask changed afterwards (DSnoT)
+    refit: Callable[[torch.Tensor, InputStats, Structure, torch.Tensor], torch.Tensor] | None = None
 
 
 METHODS: dict[str, Method] = {
@@ -78,7 +85,7 @@ METHODS: dict[str, Method] = {
         Method("wanda", True, False, "row", _by_scores(lambda w, s: wanda_scores(w, s.norm)),
                "|W| * ||X_j||, compared within each output row"),
         Method("sparsegpt", True, True, "tensor", _sparsegpt,
-               "OBS updates from the layer Hessian, column blocks of 128, 1% dampening"),
+               "OBS updates from the layer Hessian, column blocks of 128, 1% dampening", _sparsegpt_refit),
     )
 }
 
