@@ -196,3 +196,23 @@ def test_sparsegpt_masks_obey_every_structure_on_odd_shapes(out, cols, structure
         r, c = map(int, structure.split("x"))
         kb = keep.reshape(out // r, r, cols // c, c)
         assert bool((kb.all(3).all(1) | ~kb.any(3).any(1)).all())
+
+
+@pytest.mark.parametrize("structure, sparsity", [("unstructured", 0.7), ("2:4", None), ("4x1", 0.5)])
+def test_dsnot_with_the_hessian_guard_never_raises_any_rows_exact_error(structure, sparsity):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1024, 32, generator=g) + 0.2 * torch.randn(32, generator=g)  # small means, like LayerNorm
+    s = stats_of(x)
+    w = torch.randn(16, 32, generator=g)
+    keep = mask_from_scores(wanda_scores(w, s.norm), structure, sparsity, scope="row")
+    pruned = w * keep
+    new, k2 = dsnot(w, pruned, keep, s.mean, s.var, s.norm, structure, hessian=s.hessian)
+
+    def per_row(wp):  # exact ||(W - W') X^T||^2 of each row (each block-row for 4x1)
+        e = (((w - wp).double() @ x.double().T) ** 2).sum(1)
+        return e.reshape(4, 4).sum(1) if structure == "4x1" else e
+
+    assert bool((per_row(new) <= per_row(pruned) * (1 + 1e-6) + 1e-9).all())
+    assert torch.equal(k2.sum(1), keep.sum(1))
+    unguarded, _ = dsnot(w, pruned, keep, s.mean, s.var, s.norm, structure)
+    assert relative_error(w, new, s.hessian) <= relative_error(w, unguarded, s.hessian) + 1e-9

@@ -47,8 +47,13 @@ def dsnot(
     structure: StructureLike,
     max_cycles: int = 50,
     var_power: float = 1.0,
+    hessian: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine (pruned weight, keep-mask) of ``dense`` (out, in) given input mean, variance and norm (in,).
+
+    With ``hessian`` (X^T X), a swap is also refused unless it lowers the row's full reconstruction error
+    (W - W') X^T X (W - W')^T: DSnoT's first-order criterion alone trades mean error for variance error, which
+    on inputs with small means (LayerNorm outputs) raises the error it means to lower.
 
     Returns (new weight, new keep-mask); kept weights keep their values in ``pruned`` (e.g. SparseGPT's
     updated values) and grown weights take their dense values.
@@ -67,12 +72,14 @@ def dsnot(
     grow_c = _units(wd * mu, r, c).sum(-1)  # (BR, BC, R)
     unit_var = _units(v.expand_as(wd), r, c).mean((-1, -2))  # (BR, BC)
     eps = _units((wd - wc) * mu, r, c).sum((1, 3))  # (BR, R)
+    h = None if hessian is None else hessian.double()
+    grad = None if h is None else (wd - wc) @ h  # (out, in): (W - W') H, kept current for the guard
     cycles = 0
     active = torch.ones(eps.shape[0], dtype=torch.bool)
     while cycles < max_cycles and bool(active.any()):
         cycles += 1
         if group:
-            if not _nm_cycle(wd, wc, kp, eps, mu, group, active):
+            if not _nm_cycle(wd, wc, kp, eps, mu, group, active, h, grad):
                 break
             continue
         ku = _units(kp, r, c).all(-1).all(-1)  # (BR, BC) unit kept
@@ -102,6 +109,13 @@ def dsnot(
         ri = (br[:, None] * r + torch.arange(r)[None, :])[:, :, None]  # (k, R, 1) weight rows
         gi = (g[br][:, None] * c + torch.arange(c)[None, :])[:, None, :]  # (k, 1, C) grown columns
         pi = (p[br][:, None] * c + torch.arange(c)[None, :])[:, None, :]  # (k, 1, C) pruned columns
+        if h is not None:
+            good = _guard(wd, wc, h, grad, ri, gi, pi)
+            ok[br[~good]] = False
+            active &= ok
+            br, ri, gi, pi = br[good], ri[good], gi[good], pi[good]
+            if br.numel() == 0:
+                break
         kp[ri, gi] = True
         wc[ri, gi] = wd[ri, gi]
         kp[ri, pi] = False
@@ -110,8 +124,26 @@ def dsnot(
     return wc.to(dense.dtype), kp
 
 
+def _guard(wd, wc, h, grad, ri, gi, pi) -> torch.Tensor:
+    """For k candidate swaps (rows ri (k, R, 1), grown columns gi and pruned columns pi (k, 1, C)): whether
+    each lowers the summed exact error of its rows; accepted ones are applied to ``grad`` in place."""
+    cols = torch.cat([gi, pi], -1)  # (k, 1, 2C)
+    rows = ri.expand(-1, -1, cols.shape[-1])  # (k, R, 2C)
+    ccols = cols.expand_as(rows)
+    # change of (W - W') on those entries: grown weights stop erring by W, pruned ones start erring by W'
+    d = torch.cat([-wd[ri.expand(-1, -1, gi.shape[-1]), gi.expand(-1, ri.shape[1], -1)],
+                   wc[ri.expand(-1, -1, pi.shape[-1]), pi.expand(-1, ri.shape[1], -1)]], -1)  # (k, R, 2C)
+    hsub = h[cols.squeeze(1)[:, :, None], cols.squeeze(1)[:, None, :]]  # (k, 2C, 2C)
+    change = 2 * (d * grad[rows, ccols]).sum(-1) + torch.einsum("krc,kcd,krd->kr", d, hsub, d)  # (k, R)
+    good = change.sum(-1) < 0
+    if bool(good.any()):
+        upd = torch.einsum("krc,kcn->krn", d[good], h[cols.squeeze(1)[good]])  # (k', R, in)
+        grad.index_put_((ri[good].squeeze(-1).reshape(-1),), upd.reshape(-1, h.shape[0]), accumulate=True)
+    return good
+
+
 def _nm_cycle(wd: torch.Tensor, wc: torch.Tensor, kp: torch.Tensor, eps: torch.Tensor, mu: torch.Tensor, m: int,
-              active: torch.Tensor) -> bool:
+              active: torch.Tensor, h: torch.Tensor | None = None, grad: torch.Tensor | None = None) -> bool:
     """One N:M swap per active row, in place: the pair (pruned j, kept k) of one group that minimises
     |eps - W_rj mu_j + W'_rk mu_k|, if it beats |eps|. Returns whether any row swapped."""
     out, inp = wd.shape
@@ -131,6 +163,12 @@ def _nm_cycle(wd: torch.Tensor, wc: torch.Tensor, kp: torch.Tensor, eps: torch.T
     b = best[rows]
     gidx, j, k = b // (m * m), (b // m) % m, b % m
     jc, kc = gidx * m + j, gidx * m + k
+    if h is not None:
+        good = _guard(wd, wc, h, grad, rows[:, None, None], jc[:, None, None], kc[:, None, None])
+        active[rows[~good]] = False
+        rows, b, jc, kc = rows[good], b[good], jc[good], kc[good]
+        if rows.numel() == 0:
+            return bool(active.any())
     kp[rows, jc] = True
     wc[rows, jc] = wd[rows, jc]
     kp[rows, kc] = False

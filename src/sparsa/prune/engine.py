@@ -226,7 +226,8 @@ def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
     dense = w.detach().float().clone()
     new, keep = plan.method.run(dense, stats, plan.structure, plan.sparsity, plan.scope)
     if plan.dsnot:
-        new, keep = dsnot_refine(dense, new, keep, stats.mean, stats.var, stats.norm, plan.structure)
+        new, keep = dsnot_refine(dense, new, keep, stats.mean, stats.var, stats.norm, plan.structure,
+                                 hessian=stats.hessian)
         if plan.method.refit is not None:  # DSnoT grew dense values back: re-solve the kept weights (OBS)
             new = plan.method.refit(dense, stats, plan.structure, keep)
     new = new.float() * keep
