@@ -65,17 +65,29 @@ class SafetensorsBlockLoader:
     block out once pruned. Use ``load_rest()`` first, then pass it as the engine's loader, then ``finish()``."""
 
     def __init__(self, model: nn.Module, folder: Path, out_dir: Path, block_names: list[str]):
-        from safetensors import safe_open
-
         self.model, self.folder, self.out_dir = model, folder, out_dir
         self.files = _index(folder)
-        self.handles = {f: safe_open(str(f), "pt") for f in set(self.files.values())}
         self.prefix = getattr(model, "base_model_prefix", "") or ""
         self.blocks = block_names
         self.n_shards = len(block_names) + 1
         self.weight_map: dict[str, str] = {}
         self.total = 0
         self.written: set[str] = set()
+
+    def _read(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        """The tensors of ``keys``, copied into process memory; each file is opened only for the read, so
+        that none of its pages stays mapped (and counted as resident) after the block is done."""
+        from safetensors import safe_open
+
+        out: dict[str, torch.Tensor] = {}
+        by_file: dict[Path, list[str]] = {}
+        for k in keys:
+            by_file.setdefault(self.files[k], []).append(k)
+        for f, ks in by_file.items():
+            with safe_open(str(f), "pt") as h:
+                for k in ks:
+                    out[k] = h.get_tensor(k).clone()
+        return out
 
     def _key(self, name: str) -> str:
         p = self.prefix + "."
@@ -100,6 +112,7 @@ class SafetensorsBlockLoader:
             owner._buffers[attr] = value
 
     def _load(self, prefix: str, module: nn.Module, only_missing: bool) -> None:
+        todo: list[tuple[str, str]] = []
         for full, local in self._tensors(prefix, module):
             owner_name, _, attr = local.rpartition(".")
             owner = module.get_submodule(owner_name) if owner_name else module
@@ -112,23 +125,27 @@ class SafetensorsBlockLoader:
                     continue  # a buffer computed at construction, not stored
             if only_missing and not is_meta:
                 continue
-            key = self._key(full)
-            self._assign(module, local, self.handles[self.files[key]].get_tensor(key))
+            todo.append((self._key(full), local))
+        data = self._read([k for k, _ in todo])
+        for key, local in todo:
+            self._assign(module, local, data[key])
 
     def load_rest(self) -> None:
         """Read every weight outside the blocks (embeddings, norms, head) and re-tie tied weights."""
         inside = tuple(b + "." for b in self.blocks)
+        todo = []
         for name, mod in self.model.named_modules():
             for pname, p in list(mod._parameters.items()):
                 full = f"{name}.{pname}" if name else pname
                 if p is None or full.startswith(inside) or p.device.type != "meta":
                     continue
                 try:
-                    key = self._key(full)
+                    todo.append((mod, pname, self._key(full)))
                 except KeyError:
                     continue  # tied to another weight (e.g. lm_head = embeddings): re-tied below
-                mod._parameters[pname] = nn.Parameter(self.handles[self.files[key]].get_tensor(key),
-                                                      requires_grad=False)
+        data = self._read([k for _, _, k in todo])
+        for mod, pname, key in todo:
+            mod._parameters[pname] = nn.Parameter(data[key], requires_grad=False)
         if hasattr(self.model, "tie_weights"):
             self.model.tie_weights()
         left = [n for n, p in self.model.named_parameters() if p.device.type == "meta" and not n.startswith(inside)]
@@ -169,6 +186,8 @@ class SafetensorsBlockLoader:
             for pname, p in list(mod._parameters.items()):
                 if p is not None:
                     mod._parameters[pname] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+        _trim()
+
 
     def finish(self) -> None:
         """Write every checkpoint key not yet written (the non-block weights) and the shard index."""
@@ -227,3 +246,14 @@ def prune_checkpoint(folder: str | os.PathLike, out: str | os.PathLike, recipe, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _trim() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps large freed blocks otherwise, and a block-sized
+    allocation per block would ratchet the resident size up)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
