@@ -76,8 +76,9 @@ def main() -> None:
         for s in ("50%", "2:4", "70%", "70% +OWL", "70% +DSnoT", "70% +OWL+DSnoT"):
             print(f"| {s} | " + " | ".join(f"{dec['runs'][f'{s} {m}']['perplexity']:.2f}"
                                             for m in ("magnitude", "wanda", "sparsegpt")) + " |")
-    mem = load("prune_memory.json")
-    if mem:
+    for mem in (load("prune_memory.json"), load("prune_memory_24.json")):
+        if not mem:
+            continue
         print(f"\nCheckpoint {mem['checkpoint_mib']:.0f} MiB ({mem['layers']} blocks of ~{mem['approx_block_mib']:.0f} MiB), "
               f"cap 128 MiB:\n")
         print("| mode | time (s) | peak RSS (MiB) | peak above import baseline (MiB) |")
