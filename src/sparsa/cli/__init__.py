@@ -6,10 +6,12 @@ import typer
 
 from .bench import bench
 from .demo import demo
+from .eval import eval_cmd
 from .export import export_cmd
 from .info import info
 from .pack import pack_cmd
 from .prune import prune_cmd
+from .sweep import sweep_cmd
 
 app = typer.Typer(
     name="sparsa",
@@ -22,6 +24,8 @@ app.command("demo")(demo)
 app.command("prune")(prune_cmd)
 app.command("bench")(bench)
 app.command("info")(info)
+app.command("eval")(eval_cmd)
+app.command("sweep")(sweep_cmd)
 app.command("pack")(pack_cmd)
 app.command("save")(pack_cmd)
 app.command("export")(export_cmd)

@@ -1,5 +1,10 @@
-"""Pruning: scores -> masks -> dense-with-zeros weights, per module, with one registry of methods."""
+"""Pruning: calibration engine, methods (scores + updates) registered in one place, layer-wise allocation,
+recipes, and the ``prune`` entry point that leaves dense-with-zeros weights."""
 
-from .api import METHODS, PruneReport, ModuleReport, prune
+from .api import METHODS, ModuleReport, PruneReport, prune
+from .calibration import CalibrationConfig
+from .methods import MissingCalibrationError, UnknownMethodError
+from .recipe import Recipe, RecipeError, load_recipe
 
-__all__ = ["prune", "METHODS", "PruneReport", "ModuleReport"]
+__all__ = ["prune", "METHODS", "PruneReport", "ModuleReport", "CalibrationConfig", "Recipe", "RecipeError",
+           "load_recipe", "MissingCalibrationError", "UnknownMethodError"]

@@ -1,17 +1,37 @@
-"""Pruning methods as scores: a method maps a module's (out, in) weight (and, for data-aware methods,
-statistics of its inputs) to importance scores; masks.mask_from_scores turns scores into a mask.
-Registered in METHODS; unknown names fail with the list of known ones."""
+"""Pruning methods, registered in one place (METHODS). A method is a score (magnitude, Wanda) turned into a
+mask by masks.mask_from_scores, plus, for OBS-type methods (SparseGPT), a weight update. Each is a pure
+function of a weight (out, in) and the statistics of its inputs; unknown names fail with the known ones.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-__all__ = ["magnitude_scores", "METHODS", "method_scores", "UnknownMethodError"]
+from ..masks import mask_from_scores
+from ..structure import Structure
+from .sparsegpt import sparsegpt
+from .stats import InputStats
+
+__all__ = [
+    "Method",
+    "METHODS",
+    "get_method",
+    "method_scores",
+    "magnitude_scores",
+    "wanda_scores",
+    "UnknownMethodError",
+    "MissingCalibrationError",
+]
 
 
 class UnknownMethodError(ValueError):
+    pass
+
+
+class MissingCalibrationError(ValueError):
     pass
 
 
@@ -20,13 +40,66 @@ def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs()
 
 
-METHODS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "magnitude": magnitude_scores,
+def wanda_scores(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
+    """Wanda (Sun et al., 2024): |W_ij| * ||X_j||_2, a weight times the norm of the input feature it reads."""
+    return weight.detach().abs() * input_norm.to(weight.device, torch.float32).unsqueeze(0)  # (out, in)
+
+
+PruneFn = Callable[[torch.Tensor, "InputStats | None", Structure, float, str], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def _by_scores(score: Callable[[torch.Tensor, "InputStats | None"], torch.Tensor]) -> PruneFn:
+    def run(w, stats, st, sp, scope):
+        keep = mask_from_scores(score(w, stats), st, sp, scope=scope)
+        return w * keep.to(w.dtype), keep
+
+    return run
+
+
+def _sparsegpt(w, stats, st, sp, scope):
+    return sparsegpt(w, stats.hessian, st, sp, scope=scope)
+
+
+def _sparsegpt_refit(w, stats, st, keep):
+    """OBS weights for a given mask (after DSnoT changed SparseGPT's mask)."""
+    return sparsegpt(w, stats.hessian, st, None if st.implied_sparsity is not None else 0.0, mask=keep)[0]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    needs_data: bool
+    needs_hessian: bool
+    default_scope: str  # how scores are compared when the caller does not say ("tensor" or "row")
+    run: PruneFn  # (weight (out, in), stats or None, structure, sparsity, scope) -> (new weight, keep)
+    summary: str
+    # for methods that update the weights they keep: new weights for a mask changed afterwards (DSnoT)
+    refit: Callable[[torch.Tensor, InputStats, Structure, torch.Tensor], torch.Tensor] | None = None
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("magnitude", False, False, "tensor", _by_scores(lambda w, s: magnitude_scores(w)),
+               "|W|, compared over the whole tensor (data-free)"),
+        Method("wanda", True, False, "row", _by_scores(lambda w, s: wanda_scores(w, s.norm)),
+               "|W| * ||X_j||, compared within each output row"),
+        Method("sparsegpt", True, True, "tensor", _sparsegpt,
+               "OBS updates from the layer Hessian, column blocks of 128, 1% dampening", _sparsegpt_refit),
+    )
 }
 
 
-def method_scores(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
         raise UnknownMethodError(f"unknown pruning method '{name}'; known methods: {', '.join(METHODS)}") from None
+
+
+def method_scores(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The data-free score function of a method (kept for callers that score a bare weight)."""
+    m = get_method(name)
+    if m.needs_data:
+        raise MissingCalibrationError(f"method '{name}' needs calibration data; it has no data-free score")
+    return magnitude_scores

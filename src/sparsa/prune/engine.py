@@ -1,0 +1,389 @@
+"""The calibration engine, written once for every method: it walks a model's transformer blocks in order,
+keeping one block's activations, and hands each module's weight and input statistics to the method's math.
+
+For each block:
+
+1. the block's captured calls (one per calibration batch) are the inputs: the dense model's for block 0,
+   the already-pruned previous block's outputs after that (``sequential=True``: each block is pruned for the
+   inputs it will really see), or the dense model's throughout (``sequential=False``, to compare methods on
+   identical inputs);
+2. with ``true_sequential`` the block's target modules are split into stages by the input they read (q/k/v
+   read one tensor, then the attention output, then the MLP's up/gate, then its down projection), found by
+   one probe forward; each stage's statistics are gathered with the earlier stages already pruned;
+3. each module is pruned (method, then DSnoT if asked), and its achieved sparsity and relative
+   reconstruction error ||WX - W'X||^2 / ||WX||^2 (exact, from X^T X) are recorded and logged;
+4. the block is run once more to produce the next block's inputs; an optional loader brings the block's
+   weights in before and takes them out after (bounded memory, see prune/lazy.py).
+
+Padding tokens (attention mask 0) never enter the statistics. Peak memory: the model (or, with a loader, the
+non-block weights and one block), the calibration hidden states of one block boundary, and one stage's
+X^T X matrices.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from ..modules import weight_out_in
+from ..structure import Structure
+from .blocks import BlockCall, capture_first_block, find_blocks, forward_extras, run_block
+from .dsnot import dsnot as dsnot_refine
+from .experts import ExpertInputs, expert_slice
+from .methods import Method
+from .stats import InputStats, relative_error
+
+__all__ = ["Plan", "Outcome", "BlockLoader", "walk_blocks", "prune_modules", "gather_stats", "prune_one"]
+
+log = logging.getLogger("sparsa.prune")
+
+
+@dataclass
+class Plan:
+    """What to do with one module: resolved from the recipe (or keyword arguments) and the allocation."""
+
+    name: str
+    module: nn.Module
+    method: Method
+    structure: Structure
+    sparsity: float
+    scope: str
+    dsnot: bool = False
+    entry: int = 0  # index of the recipe entry that chose these settings
+    param: str | None = None  # for one expert of a fused (num_experts, out, in) parameter: its name...
+    index: int | None = None  # ...and the expert's index (see prune/experts.py)
+
+    def weight(self) -> torch.Tensor:
+        """The (out, in) view of the weight this plan prunes."""
+        if self.param is None:
+            return weight_out_in(self.module)
+        return expert_slice(self.module, self.param, self.index)
+
+    @property
+    def fused_key(self) -> str | None:
+        """'<module>.<param>' for expert slices (the unit their inputs are captured by), else None."""
+        return None if self.param is None else self.name.rsplit(".", 1)[0]
+
+
+@dataclass
+class Outcome:
+    name: str
+    type: str
+    shape: tuple[int, int]
+    structure: str
+    sparsity: float  # achieved
+    method: str
+    target: float
+    recon_error: float | None
+    dsnot: bool
+    tokens: int
+
+
+class BlockLoader(Protocol):
+    def enter(self, name: str, block: nn.Module) -> None: ...  # bring the block's weights in
+    def exit(self, name: str, block: nn.Module) -> None: ...  # save the (pruned) block, then drop it
+    def drop(self, name: str, block: nn.Module) -> None: ...  # drop it unsaved (measuring passes)
+
+
+def _tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The rows of a module input that belong to real tokens."""
+    if mask is None:
+        return x
+    if x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+        return x[mask]  # (N_real, in)
+    if x.dim() == 2 and x.shape[0] == mask.numel():
+        return x[mask.reshape(-1)]
+    return x
+
+
+class _Collector:
+    """Adds each watched weight's input to its InputStats while blocks run inside ``with collector:``:
+    forward hooks for modules, a torch function mode for slices of fused expert parameters."""
+
+    def __init__(self, plans: list[Plan], with_hessian: bool = True):
+        self.stats = {p.name: InputStats(p.weight().shape[1], with_hessian) for p in plans}
+        self.mask: torch.Tensor | None = None
+        self.plans = [p for p in plans if p.param is None]
+        self.slices = {(p.fused_key, p.index): p.name for p in plans if p.param is not None}
+        self.handles: list = []
+        self.mode = None
+        if self.slices:
+            watched = {id(p): (p.fused_key, getattr(p.module, p.param)) for p in plans if p.param is not None}
+            self.mode = ExpertInputs({k: v for k, v in {w[0]: w for w in watched.values()}.items()}, self._slice)
+
+    def _slice(self, key: str, index: int, x: torch.Tensor) -> None:
+        name = self.slices.get((key, index))
+        if name is not None:
+            self.stats[name].add(x)  # routed tokens: no padding mask applies to them
+
+    def _hook(self, name: str):
+        def hook(_mod, inputs, _out):
+            self.stats[name].add(_tokens(inputs[0], self.mask))
+
+        return hook
+
+    def __enter__(self) -> "_Collector":
+        self.handles = [p.module.register_forward_hook(self._hook(p.name)) for p in self.plans]
+        if self.mode is not None:
+            self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.mode is not None:
+            self.mode.__exit__(*exc)
+        for h in self.handles:
+            h.remove()
+
+
+class _StageDone(Exception):
+    pass
+
+
+@torch.no_grad()
+def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan]) -> dict[str, InputStats]:
+    """Input statistics of ``plans``' weights over every captured call of ``block``.
+
+    Each forward stops as soon as every watched module has run: what comes after cannot change their inputs
+    (not for expert slices: an expert may never be routed to).
+    """
+    col = _Collector(plans)
+    seen: set[int] = set()
+    want = {id(p.module) for p in plans}
+
+    def stop_when_done(mod, _inputs, _out):
+        seen.add(id(mod))
+        if seen >= want:
+            raise _StageDone
+
+    stops = []
+    try:
+        with col:
+            if all(p.param is None for p in plans):  # registered after the collector's hooks: they run after
+                stops = [p.module.register_forward_hook(stop_when_done) for p in plans]
+            for c in calls:
+                col.mask = c.token_mask
+                seen.clear()
+                try:
+                    run_block(block, c)
+                except _StageDone:
+                    pass
+    finally:
+        for h in stops:
+            h.remove()
+    return col.stats
+
+
+@torch.no_grad()
+def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[list[Plan]]:
+    """Group plans by the tensor their module reads, in the order the block first calls them; the slices of
+    one fused expert parameter form one stage, placed where the first of them runs."""
+    seen: list[tuple[object, list[Plan]]] = []
+    by_module = {id(p.module): p for p in plans if p.param is None}
+    fused: dict[str, list[Plan]] = {}
+    for p in plans:
+        if p.param is not None:
+            fused.setdefault(p.fused_key, []).append(p)
+
+    def hook(mod, inputs):
+        p, x = by_module[id(mod)], inputs[0]
+        for t, group in seen:
+            if t is x:  # the same tensor object (kept alive below, so identity is reliable)
+                if p not in group:
+                    group.append(p)
+                return
+        if not any(p in g for _, g in seen):
+            seen.append((x, [p]))
+
+    def on_slice(key: str, _index: int, _x) -> None:
+        if key in fused and not any(t == key for t, _ in seen):
+            seen.append((key, fused[key]))
+
+    handles = [p.module.register_forward_pre_hook(hook) for p in by_module.values()]
+    mode = ExpertInputs({k: (k, getattr(v[0].module, v[0].param)) for k, v in fused.items()}, on_slice) \
+        if fused else None
+    try:
+        if mode is not None:
+            with mode:
+                run_block(block, call)
+        else:
+            run_block(block, call)
+    finally:
+        for h in handles:
+            h.remove()
+    stages = [g for _, g in seen]
+    missed = [p for p in plans if not any(p in g for g in stages)]
+    return stages + ([missed] if missed else [])
+
+
+@torch.no_grad()
+def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
+    """Prune one module in place from its statistics (None for data-free methods without calibration)."""
+    w = plan.weight()  # (out, in) view of the parameter
+    dense = w.detach().float().clone()
+    new, keep = plan.method.run(dense, stats, plan.structure, plan.sparsity, plan.scope)
+    if plan.dsnot:
+        new, keep = dsnot_refine(dense, new, keep, stats.mean, stats.var, stats.norm, plan.structure,
+                                 hessian=stats.hessian)
+        if plan.method.refit is not None:  # DSnoT grew dense values back: re-solve the kept weights (OBS)
+            new = plan.method.refit(dense, stats, plan.structure, keep)
+    new = new.float() * keep
+    err = relative_error(dense, new, stats.hessian) if stats is not None and stats.hessian is not None else None
+    w.copy_(new.to(w.dtype))
+    if plan.param is None:  # a fused expert parameter holds many slices: its structure is in the report
+        plan.module.sparsa_structure = str(plan.structure)
+    zeros = int((w == 0).sum())
+    out = Outcome(plan.name, type(plan.module).__name__, (int(w.shape[0]), int(w.shape[1])), str(plan.structure),
+                  zeros / w.numel(), plan.method.name, plan.sparsity, err, plan.dsnot,
+                  stats.n if stats is not None else 0)
+    log.info("%s: %s %s, sparsity %.1f%% (target %.1f%%), rel. error %s", plan.name, plan.method.name,
+             plan.structure, 100 * out.sparsity, 100 * plan.sparsity, "n/a" if err is None else f"{err:.4g}")
+    return out
+
+
+def _in_block(name: str, block_name: str) -> bool:
+    return block_name == "" or name.startswith(block_name + ".")
+
+
+@torch.no_grad()
+def walk_blocks(
+    model: nn.Module,
+    batches: list[dict],
+    visit: Callable[[int, str, nn.Module, list[BlockCall]], None],
+    sequential: bool = True,
+    loader: BlockLoader | None = None,
+    progress: str | None = None,
+) -> None:
+    """Call ``visit(index, name, block, calls)`` for every block in order, with the block's inputs.
+
+    The next block's inputs are the block's outputs after ``visit`` (``sequential``) or before it.
+    """
+    blocks = find_blocks(model)
+    was_training = model.training
+    model.eval()
+    try:
+        calls = capture_first_block(model, blocks[0][1], batches)
+        bar = None
+        if progress:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           console=Console(stderr=True), transient=True)
+            bar.start()
+            task = bar.add_task(progress, total=len(blocks))
+        try:
+            for i, (name, block) in enumerate(blocks):
+                if loader is not None:
+                    loader.enter(name, block)
+                if bar is not None:
+                    bar.update(task, description=f"{progress}: block {name or 'model'}")
+                last = i == len(blocks) - 1
+                if not sequential and not last:
+                    outs = [run_block(block, c) for c in calls]
+                visit(i, name, block, calls)
+                if sequential and not last:
+                    outs = [run_block(block, c) for c in calls]
+                if loader is not None:
+                    loader.exit(name, block)
+                if not last:
+                    calls = [c.with_hidden(o) for c, o in zip(calls, outs)]
+                if bar is not None:
+                    bar.advance(task)
+        finally:
+            if bar is not None:
+                bar.stop()
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def prune_modules(
+    model: nn.Module,
+    plans: list[Plan],
+    batches: list[dict],
+    sequential: bool = True,
+    true_sequential: bool = True,
+    loader: BlockLoader | None = None,
+    progress: bool = False,
+) -> list[Outcome]:
+    """Prune every planned module block by block on the calibration batches; outcomes in plan order."""
+    outcomes: dict[str, Outcome] = {}
+    blocks = find_blocks(model)
+    inside = {p.name for p in plans if any(_in_block(p.name, n) for n, _ in blocks)}
+
+    def visit(_i: int, bname: str, block: nn.Module, calls: list[BlockCall]) -> None:
+        mine = [p for p in plans if p.name in inside and _in_block(p.name, bname)]
+        if not mine:
+            return
+        stages = _stages(block, calls[0], mine) if true_sequential else [mine]
+        for stage in stages:
+            stats = gather_stats(block, calls, stage)
+            for p in stage:
+                outcomes[p.name] = prune_one(p, stats[p.name])
+
+    walk_blocks(model, batches, visit, sequential=sequential, loader=loader,
+                progress="pruning" if progress else None)
+
+    rest = [p for p in plans if p.name not in inside]
+    if rest:  # modules outside the blocks (e.g. a head someone chose to prune): one full-model pass
+        if loader is not None:
+            raise ValueError(f"modules outside the transformer blocks cannot be pruned in bounded-memory mode: "
+                             f"{', '.join(p.name for p in rest)}")
+        col = _Collector(rest)
+        extras = forward_extras(model)
+        with col:
+            for b in batches:
+                m = b.get("attention_mask")
+                col.mask = None if m is None or bool(m.all()) else m.bool()
+                model(**b, **extras)
+        for p in rest:
+            outcomes[p.name] = prune_one(p, col.stats[p.name])
+    return [outcomes[p.name] for p in plans]
+
+
+@torch.no_grad()
+def block_wanda_metrics(
+    model: nn.Module,
+    plans: list[Plan],
+    batches: list[dict],
+    reduce: Callable[[list[torch.Tensor]], float],
+    loader: BlockLoader | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """For each block holding planned modules: ``reduce`` of the Wanda metrics |W| ||X|| of those modules,
+    measured on the dense model (block name -> value). OWL's outlier ratios are computed this way."""
+    from .methods import wanda_scores
+
+    values: dict[str, float] = {}
+
+    def visit(_i: int, bname: str, block: nn.Module, calls: list[BlockCall]) -> None:
+        mine = [p for p in plans if _in_block(p.name, bname)]
+        if not mine:
+            return
+        col = _Collector(mine, with_hessian=False)  # norms only: no X^T X needed here
+        with col:
+            for c in calls:
+                col.mask = c.token_mask
+                run_block(block, c)
+        values[bname] = reduce([wanda_scores(p.weight().float(), col.stats[p.name].norm) for p in mine])
+
+    walk_blocks(model, batches, visit, sequential=True, loader=_ReadOnly(loader) if loader is not None else None,
+                progress="measuring outliers" if progress else None)
+    return values
+
+
+class _ReadOnly:
+    """A loader for a measuring pass: blocks come in as usual but leave without being written."""
+
+    def __init__(self, loader: BlockLoader):
+        self.loader = loader
+
+    def enter(self, name: str, block: nn.Module) -> None:
+        self.loader.enter(name, block)
+
+    def exit(self, name: str, block: nn.Module) -> None:
+        self.loader.drop(name, block)
