@@ -33,12 +33,25 @@ from sparsa.runtime.jobs import latency_inputs, max_rel_error  # noqa: E402
 DEEPSPARSE_PYTHON = os.environ.get("DEEPSPARSE_PYTHON", "/work/venvs/deepsparse/bin/python")
 
 
+class _Encoder(torch.nn.Module):
+    """Positional (input_ids, attention_mask, token_type_ids) -> last_hidden_state, for the ONNX exporter."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+
 def export_onnx(model, inputs: dict, path: Path, opset: int = 14) -> None:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     args = tuple(inputs[n] for n in names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, args, str(path), input_names=names, output_names=["last_hidden_state"],
+        torch.onnx.export(_Encoder(model).eval(), args, str(path), input_names=names,
+                          output_names=["last_hidden_state"],
                           opset_version=opset, dynamo=False,
                           dynamic_axes={n: {0: "batch", 1: "seq"} for n in names})
 

@@ -78,9 +78,10 @@ static void bitmask_batched(const SpmmArgs& a) {
 #pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
     {
         transpose_in(a.x, a.n, a.in, a.ldx, xt, np);
+        // token tile outer: consecutive tasks reuse one tile of xt while it sits in L2 (see bsr.h)
 #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int64_t task = 0; task < ntasks; ++task) {
-            for (int64_t tile = 0; tile < ntiles; ++tile) {
+        for (int64_t tile = 0; tile < ntiles; ++tile) {
+            for (int64_t task = 0; task < ntasks; ++task) {
                 alignas(64) float tmp[RT * NT];
                 const int64_t t0 = tile * NT, r0 = task * RT, rows = imin(a.out, r0 + RT) - r0;
                 const int vt = static_cast<int>(imin(NT, nv - t0) / S::W);

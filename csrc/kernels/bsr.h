@@ -65,9 +65,11 @@ static void bsr_batched(const SpmmArgs& a) {
 #pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
     {
         transpose_in(a.x, a.n, a.in, a.ldx, xt, np);
+        // token tile outer: consecutive tasks (on both threads) reuse one tile of xt while it sits in L2; with the
+        // row groups outer each task pulled a fresh tile from L3 (measured 2-3x slower at n = 2048)
 #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int64_t g = 0; g < ngroups; ++g) {
-            for (int64_t tile = 0; tile < ntiles; ++tile) {
+        for (int64_t tile = 0; tile < ntiles; ++tile) {
+            for (int64_t g = 0; g < ngroups; ++g) {
                 alignas(64) float tmp[G * NT];
                 const int64_t t0 = tile * NT;
                 const int vt = static_cast<int>(imin(NT, nv - t0) / S::W);
