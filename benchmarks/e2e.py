@@ -1,6 +1,8 @@
 """End to end: one pruned encoder through every engine, on the same inputs, in one process.
 
-Engines: torch eager (dense), ONNX Runtime with its BERT fusions (dense), sparsa (sparse kernels, automatic choice),
+Engines: torch eager (dense), ONNX Runtime with its BERT fusions (dense), sparsa (sparse kernels, automatic choice,
+with its attention kernel and GELU epilogue), sparsa's kernels alone inside torch's attention and GELU (to show
+what each part gives),
 and DeepSparse 1.8.0 on the same pruned weights when its own virtual environment exists (DEEPSPARSE_PYTHON, default
 /work/venvs/deepsparse/bin/python; skipped with a message otherwise). Outputs are checked against torch before
 anything is timed. Latencies are medians of interleaved rounds taken in quiet windows (benchmarks/_bench.py).
@@ -98,7 +100,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     dense, tok, name = load_encoder(a.model)
     pruned, _ = prune(dense, sparsity=a.sparsity, structure=a.structure, inplace=False)
-    sparse, _ = sparsify(pruned)
+    sparse, _ = sparsify(pruned)  # sparse kernels + sparsa's attention kernel + GELU fused into the FFN-up kernel
+    kernels_only, _ = sparsify(pruned, runtime=False)  # the same kernels inside torch's attention and GELU
     cfg = dense.config
     work = Path(tempfile.mkdtemp(prefix="sparsa-e2e-"))
     rows = []
@@ -115,7 +118,9 @@ def main() -> None:
             ref_dense = dense(**inputs).last_hidden_state
             ref_pruned = pruned(**inputs).last_hidden_state
             out_sparse = sparse(**inputs).last_hidden_state  # also tunes the kernel choice for this size
-        checks = {"sparsa vs pruned torch": max_rel_error(ref_pruned, out_sparse)}
+            out_kernels = kernels_only(**inputs).last_hidden_state
+        checks = {"sparsa vs pruned torch": max_rel_error(ref_pruned, out_sparse),
+                  "sparsa kernels-only vs pruned torch": max_rel_error(ref_pruned, out_kernels)}
 
         dense_onnx, pruned_onnx = work / "dense.onnx", work / "pruned.onnx"
         if not dense_onnx.exists():
@@ -127,6 +132,7 @@ def main() -> None:
         fns = {
             "torch eager (dense)": lambda: dense(**inputs),
             "ONNX Runtime, BERT-fused (dense)": lambda: sess.run(None, feeds),
+            "sparsa, kernels only (torch attention, GELU)": lambda: kernels_only(**inputs),
             "sparsa (sparse kernels)": lambda: sparse(**inputs),
         }
         times, external = measure_quietly(fns, rounds=a.rounds, target_s=0.3, settle_s=0.2)

@@ -169,7 +169,8 @@ class PackedHandle {
     }
 
     // y = x W^T + bias with registry kernel `kernel`; x (n, in) and y (n, out) float32 with contiguous rows.
-    void run(int kernel, const Array& x, const Array& y, int threads) const {
+    // act: 0 none, 1 GELU (erf form) applied after the bias in the kernel's output stage.
+    void run(int kernel, const Array& x, const Array& y, int threads, int act) const {
         const KernelInfo& k = kernel_at(kernel);
         require(k.format == format_, std::string(k.name) + " does not run the " + format_name(format_) + " format");
         require(k.wdtype == base_.wdtype, std::string(k.name) + " takes " + wdtype_name(k.wdtype) + " values, this weight has " +
@@ -190,6 +191,8 @@ class PackedHandle {
         a.y = static_cast<float*>(y.data());
         a.nthreads = threads > 0 ? threads : num_threads();
         a.work = workspace(a.n, a.in);
+        require(act == 0 || act == 1, "act must be 0 (none) or 1 (gelu), got " + std::to_string(act));
+        a.act = static_cast<Act>(act);
         nb::gil_scoped_release release;
         k.fn(a);
     }
@@ -269,6 +272,63 @@ void validate_bitmask(const Array& mask, std::optional<Array> row_ptr, int64_t i
     }
 }
 
+// ---- attention ----
+
+// Element strides of a 4-D fp32/bool array with a contiguous last dimension and no negative strides.
+void require_4d(const Array& a, const char* name) {
+    require(a.ndim() == 4, std::string(name) + " must be 4-D (batch, heads, seq, dim), got " + std::to_string(a.ndim()) + "-D");
+    for (int d = 0; d < 4; ++d) require(a.stride(d) >= 0, std::string(name) + " must not have negative strides");
+    require(a.shape(3) <= 1 || a.stride(3) == 1, std::string(name) + " must be contiguous along its last dimension");
+}
+
+void attention(const Array& q, const Array& k, const Array& v, const Array& o, std::optional<Array> mask, float scale,
+               bool causal, int threads) {
+    require_4d(q, "q");
+    require_4d(k, "k");
+    require_4d(v, "v");
+    require_4d(o, "o");
+    for (const Array* t : {&q, &k, &v, &o}) require(is_f32(*t), "q, k, v and o must be float32");
+    AttnArgs a{};
+    a.B = static_cast<int64_t>(q.shape(0));
+    a.H = static_cast<int64_t>(q.shape(1));
+    a.Sq = static_cast<int64_t>(q.shape(2));
+    a.D = static_cast<int64_t>(q.shape(3));
+    a.Hk = static_cast<int64_t>(k.shape(1));
+    a.Sk = static_cast<int64_t>(k.shape(2));
+    require(static_cast<int64_t>(k.shape(0)) == a.B && static_cast<int64_t>(k.shape(3)) == a.D,
+            "k must have the batch size and head dimension of q");
+    for (int d = 0; d < 4; ++d) require(v.shape(d) == k.shape(d), "v must have the shape of k");
+    for (int d = 0; d < 4; ++d) require(o.shape(d) == q.shape(d), "o must have the shape of q");
+    require(a.Hk > 0 && a.H % a.Hk == 0, "the number of query heads must be a multiple of the key/value heads");
+    if (a.B == 0 || a.H == 0 || a.Sq == 0 || a.D == 0) return;
+    require(a.Sk > 0, "attention needs at least one key");
+    auto st = [](const Array& t, int d) { return static_cast<int64_t>(t.stride(d)); };
+    a.q = static_cast<const float*>(q.data());
+    a.k = static_cast<const float*>(k.data());
+    a.v = static_cast<const float*>(v.data());
+    a.o = static_cast<float*>(o.data());
+    a.q_sb = st(q, 0), a.q_sh = st(q, 1), a.q_ss = st(q, 2);
+    a.k_sb = st(k, 0), a.k_sh = st(k, 1), a.k_ss = st(k, 2);
+    a.v_sb = st(v, 0), a.v_sh = st(v, 1), a.v_ss = st(v, 2);
+    a.o_sb = st(o, 0), a.o_sh = st(o, 1), a.o_ss = st(o, 2);
+    if (mask) {
+        require_4d(*mask, "mask");
+        const bool is_bool = mask->dtype() == nb::dtype<bool>();
+        require(is_bool || is_f32(*mask), "mask must be float32 (added to the scores) or bool (true = attend)");
+        require(static_cast<int64_t>(mask->shape(0)) == a.B && static_cast<int64_t>(mask->shape(1)) == a.H &&
+                    static_cast<int64_t>(mask->shape(2)) == a.Sq && static_cast<int64_t>(mask->shape(3)) == a.Sk,
+                "mask must have shape (batch, heads, q_len, k_len) (broadcast dimensions expanded)");
+        a.mask = mask->data();
+        a.mask_is_bool = is_bool;
+        a.m_sb = st(*mask, 0), a.m_sh = st(*mask, 1), a.m_sq = st(*mask, 2);
+    }
+    a.causal = causal;
+    a.scale = scale;
+    a.nthreads = threads > 0 ? threads : num_threads();
+    nb::gil_scoped_release release;
+    best_attention().fn(a);
+}
+
 nb::dict features_dict() {
     const CpuFeatures& f = cpu_features();
     nb::dict d;
@@ -318,8 +378,15 @@ NB_MODULE(_C, m) {
              "format"_a, "in_features"_a, "out_features"_a, "values"_a, "row_ptr"_a.none() = nb::none(),
              "col_idx"_a.none() = nb::none(), "mask"_a.none() = nb::none(), "br"_a = 0, "bc"_a = 0, "nm_n"_a = 0,
              "nm_m"_a = 0, "bias"_a.none() = nb::none())
-        .def("run", &PackedHandle::run, "kernel"_a, "x"_a, "y"_a, "threads"_a = 0,
-             "y = x W^T + bias with registry kernel `kernel` (x: (n, in), y: (n, out), float32 rows contiguous).");
+        .def("run", &PackedHandle::run, "kernel"_a, "x"_a, "y"_a, "threads"_a = 0, "act"_a = 0,
+             "y = act(x W^T + bias) with registry kernel `kernel` (x: (n, in), y: (n, out), float32 rows "
+             "contiguous; act 0 none, 1 GELU).");
+    m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "o"_a, "mask"_a.none() = nb::none(), "scale"_a = 1.0f,
+          "causal"_a = false, "threads"_a = 0,
+          "o = softmax(q k^T * scale + mask) v for inference: q, o (B, H, Sq, D), k, v (B, Hk, Sk, D) float32 at any "
+          "non-negative strides with a contiguous last dimension; mask (B, H, Sq, Sk) float32 or bool.");
+    m.def("attention_isa", []() { return std::string(isa_name(best_attention().isa)); },
+          "The instruction set of the attention kernel this CPU runs.");
     m.def("validate_bsr", &validate_bsr, "row_ptr"_a, "col_idx"_a, "n_block_cols"_a);
     m.def("validate_bitmask", &validate_bitmask, "mask"_a, "row_ptr"_a.none(), "in_features"_a, "nm_n"_a = 0,
           "nm_m"_a = 0);

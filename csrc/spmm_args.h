@@ -15,6 +15,8 @@ enum class Format : int { BSR = 0, BITMASK = 1, NM = 2, CSR = 3 };
 enum class WDType : int { F32 = 0, BF16 = 1 };
 enum class IdxType : int { U16 = 0, I32 = 1 };
 enum class Isa : int { SCALAR = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
+// Activation applied to y after the bias (fused into the output stage, so y is written once).
+enum class Act : int { NONE = 0, GELU = 1 };
 
 struct SpmmArgs {
     // activations and output
@@ -34,6 +36,8 @@ struct SpmmArgs {
     int64_t mask_words;      // words per row = ceil(in / 64)
     int br, bc;              // BSR block shape (rows x cols)
     int nm_n, nm_m;          // NM: n kept of every m
+
+    Act act;                 // epilogue after the bias
 
     int nthreads;
     float* work;             // scratch the caller provides: spmm_work_floats(n, in) floats

@@ -185,6 +185,10 @@ static void bitmask_decode(const SpmmArgs& a) {
 
 template <class WT>
 static void bitmask_kernel(const SpmmArgs& a) {
-    if (a.n <= kDecodeMaxN) bitmask_decode<WT>(a);
-    else bitmask_batched<WT>(a);
+    if (a.n <= kDecodeMaxN) {
+        bitmask_decode<WT>(a);
+        act_rows(a);
+    } else {
+        bitmask_batched<WT>(a);
+    }
 }

@@ -162,6 +162,7 @@ static void bsr_kernel(const SpmmArgs& a) {
     if (a.n <= kDecodeMaxN) {
         if (a.idx_type == IdxType::U16) bsr_decode<R, C, WT, uint16_t>(a);
         else bsr_decode<R, C, WT, int32_t>(a);
+        act_rows(a);
     } else {
         if (a.idx_type == IdxType::U16) bsr_batched<R, C, WT, uint16_t>(a);
         else bsr_batched<R, C, WT, int32_t>(a);
@@ -197,4 +198,5 @@ template <class WT>
 static void bsr_generic_kernel(const SpmmArgs& a) {
     if (a.idx_type == IdxType::U16) bsr_generic_spmm<WT, uint16_t>(a);
     else bsr_generic_spmm<WT, int32_t>(a);
+    act_rows(a);
 }

@@ -73,13 +73,19 @@ static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, in
             __m256 r[8];
             for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tmp + i * ld + t);
             S::transpose8(r);  // r[j] = rows r0 .. r0+7 of token t + j
-            for (int j = 0; j < 8; ++j) _mm256_storeu_ps(a.y + (t0 + t + j) * a.ldy + r0, _mm256_add_ps(r[j], b));
+            if (a.act == Act::GELU)
+                for (int j = 0; j < 8; ++j) r[j] = vgelu<SimdAvx2>(_mm256_add_ps(r[j], b));
+            else
+                for (int j = 0; j < 8; ++j) r[j] = _mm256_add_ps(r[j], b);
+            for (int j = 0; j < 8; ++j) _mm256_storeu_ps(a.y + (t0 + t + j) * a.ldy + r0, r[j]);
         }
     }
 #endif
     for (; t < tn; ++t) {
         float* yr = a.y + (t0 + t) * a.ldy + r0;
         for (int64_t i = 0; i < rows; ++i) yr[i] = tmp[i * ld + t] + (bias ? bias[i] : 0.0f);
+        if (a.act == Act::GELU)
+            for (int64_t i = 0; i < rows; ++i) yr[i] = 0.5f * yr[i] * (1.0f + std::erf(yr[i] * 0.70710678118654752f));
     }
 }
 

@@ -161,6 +161,7 @@ static void csr_kernel(const SpmmArgs& a) {
     if (a.n <= kDecodeMaxN) {
         if (a.idx_type == IdxType::U16) csr_decode<WT, uint16_t>(a);
         else csr_decode<WT, int32_t>(a);
+        act_rows(a);
     } else {
         if (a.idx_type == IdxType::U16) csr_batched<WT, uint16_t>(a);
         else csr_batched<WT, int32_t>(a);

@@ -5,9 +5,13 @@
 // ISA unit (that would run avx2 instructions on a CPU without them).
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <vector>
 
+#include "../attn_args.h"
 #include "../spmm_args.h"
 
 namespace sparsa {
@@ -21,5 +25,6 @@ extern const KernelInfo kKernels[] = {
     SPARSA_KERNEL_LIST(Isa::AVX2, "avx2"),
 };
 extern const int kNumKernels = sizeof(kKernels) / sizeof(kKernels[0]);
+extern const AttnFn kAttention = &attention_kernel;
 }  // namespace isa_avx2
 }  // namespace sparsa

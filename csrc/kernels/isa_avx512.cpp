@@ -5,9 +5,13 @@
 // ISA unit (that would run avx512 instructions on a CPU without them).
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <vector>
 
+#include "../attn_args.h"
 #include "../spmm_args.h"
 
 namespace sparsa {
@@ -22,5 +26,6 @@ extern const KernelInfo kKernels[] = {
     SPARSA_KERNEL_LIST(Isa::AVX512, "avx512"),
 };
 extern const int kNumKernels = sizeof(kKernels) / sizeof(kKernels[0]);
+extern const AttnFn kAttention = &attention_kernel;
 }  // namespace isa_avx512
 }  // namespace sparsa

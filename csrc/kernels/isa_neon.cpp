@@ -5,9 +5,13 @@
 // ISA unit (that would run neon instructions on a CPU without them).
 #include <arm_neon.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <vector>
 
+#include "../attn_args.h"
 #include "../spmm_args.h"
 
 namespace sparsa {
@@ -21,5 +25,6 @@ extern const KernelInfo kKernels[] = {
     SPARSA_KERNEL_LIST(Isa::NEON, "neon"),
 };
 extern const int kNumKernels = sizeof(kKernels) / sizeof(kKernels[0]);
+extern const AttnFn kAttention = &attention_kernel;
 }  // namespace isa_neon
 }  // namespace sparsa

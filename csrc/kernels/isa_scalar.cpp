@@ -3,9 +3,13 @@
 // Everything below the system headers lives in namespace sparsa::isa_scalar, including the SIMD trait: inline
 // functions compiled here with scalar flags must never be merged by the linker with same-named code of another
 // ISA unit (that would run scalar instructions on a CPU without them).
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <vector>
 
+#include "../attn_args.h"
 #include "../spmm_args.h"
 
 namespace sparsa {
@@ -22,5 +26,6 @@ extern const KernelInfo kKernels[] = {
     SPARSA_KERNEL_LIST(Isa::SCALAR, "scalar"),
 };
 extern const int kNumKernels = sizeof(kKernels) / sizeof(kKernels[0]);
+extern const AttnFn kAttention = &attention_kernel;
 }  // namespace isa_scalar
 }  // namespace sparsa

@@ -18,6 +18,21 @@ struct SimdAvx512 {
     static void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
     static V add(V a, V b) { return _mm512_add_ps(a, b); }
     static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V div(V a, V b) { return _mm512_div_ps(a, b); }
+    static V max(V a, V b) { return _mm512_max_ps(a, b); }
+    static V min(V a, V b) { return _mm512_min_ps(a, b); }
+    static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static V pow2i(V n) {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+    }
+    static V abs(V a) { return _mm512_abs_ps(a); }
+    static V copysign(V mag, V sgn) {
+        return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(mag),
+                                                   _mm512_and_si512(_mm512_castps_si512(sgn), _mm512_set1_epi32(INT32_MIN))));
+    }
+    static float reduce_max(V v) { return _mm512_reduce_max_ps(v); }
     static V set1_bf16(const uint16_t* p) {
         return _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(*p) << 16)));
     }

@@ -2,6 +2,7 @@
 // target (SSE2 on x86-64), so it runs everywhere; the compiler may still auto-vectorise around it.
 #pragma once
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 struct SimdScalar {
@@ -14,6 +15,16 @@ struct SimdScalar {
     static void storeu(float* p, V v) { *p = v; }
     static V add(V a, V b) { return a + b; }
     static V fmadd(V a, V b, V c) { return a * b + c; }
+    static V sub(V a, V b) { return a - b; }
+    static V mul(V a, V b) { return a * b; }
+    static V div(V a, V b) { return a / b; }
+    static V max(V a, V b) { return a > b ? a : b; }
+    static V min(V a, V b) { return a < b ? a : b; }
+    static V round(V a) { return std::nearbyint(a); }
+    static V pow2i(V n) { return std::ldexp(1.0f, static_cast<int>(n)); }
+    static V abs(V a) { return std::fabs(a); }
+    static V copysign(V mag, V sgn) { return std::copysign(mag, sgn); }
+    static float reduce_max(V v) { return v; }
     static V set1_bf16(const uint16_t* p) { return loadu_bf16(p); }
     static V loadu_bf16(const uint16_t* p) {
         const uint32_t bits = static_cast<uint32_t>(*p) << 16;

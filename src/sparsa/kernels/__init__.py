@@ -94,6 +94,10 @@ def _resolve(packed: PackedWeight, kernel: KernelSpec | str | None) -> KernelSpe
     return spec
 
 
+# Activations the kernels fuse into their output stage (codes of the C++ core's Act enum).
+_ACTIVATIONS = {None: 0, "gelu": 1}
+
+
 class Prepared:
     """A packed weight (and bias) bound once to the C++ core, for repeated products y = x W^T + b.
 
@@ -132,7 +136,12 @@ class Prepared:
         return (Prepared, (self.packed, self.bias))
 
     def __call__(self, x: torch.Tensor, kernel: KernelSpec | str | None = None, out: torch.Tensor | None = None,
-                 threads: int = 0) -> torch.Tensor:
+                 threads: int = 0, activation: str | None = None) -> torch.Tensor:
+        """y = act(x W^T + b); ``activation`` None or "gelu" (erf form, fused into the kernel's output stage)."""
+        act = _ACTIVATIONS.get(activation)
+        if act is None:
+            raise KernelError(f"unknown activation {activation!r}: allowed values are "
+                              + ", ".join(repr(a) for a in _ACTIVATIONS))
         spec = self.default_kernel if kernel is None else _resolve(self.packed, kernel)
         n_out, n_in = self.packed.shape
         if x.dim() != 2 or x.shape[1] != n_in:
@@ -142,7 +151,7 @@ class Prepared:
         if x.stride(1) != 1:
             x = x.contiguous()
         y = torch.empty(x.shape[0], n_out, dtype=torch.float32) if out is None else out
-        self._handle.run(spec.index, x.detach().numpy(), y.numpy(), threads or torch.get_num_threads())
+        self._handle.run(spec.index, x.detach().numpy(), y.numpy(), threads or torch.get_num_threads(), act)
         return y
 
 

@@ -19,6 +19,7 @@ from ..detect import detect_structure
 from ..formats import pack, preferred_format
 from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, Pattern, select_modules, weight_out_in
 from ..structure import StructureLike, parse_structure
+from .fuse import optimize_runtime
 from .sparse_linear import SparseLinear
 
 __all__ = ["sparsify", "ConvertedModule"]
@@ -53,6 +54,7 @@ def sparsify(
     format: str | None = None,
     min_sparsity: float = 0.0,
     inplace: bool = False,
+    runtime: bool = True,
 ) -> tuple[nn.Module, list[ConvertedModule]]:
     """Convert pruned modules to SparseLinear; returns (model, per-module report).
 
@@ -60,7 +62,9 @@ def sparsify(
     per call size, the fastest of dense and every sparse kernel, measured once and cached), None (always the best
     sparse kernel), or a kernel name to force. ``format``: the packed layout (default: the measured rule of
     :func:`sparsa.formats.preferred_format`, e.g. CSR for unstructured weights from 85% sparsity). With
-    ``inplace=False`` (default) the model is copied first and the original keeps its dense modules.
+    ``inplace=False`` (default) the model is copied first and the original keeps its dense modules. ``runtime``
+    (default True): also apply :func:`sparsa.nn.optimize_runtime` (sparsa's attention kernel, GELU fused into the
+    sparse kernels), which changes speed, not results.
     """
     if not inplace:
         model = copy.deepcopy(model)
@@ -94,4 +98,6 @@ def sparsify(
                 sparse_bytes=p.nbytes,
             )
         )
+    if runtime and report:
+        optimize_runtime(model)
     return model, report

@@ -43,6 +43,9 @@ class SparseLinear(nn.Module):
         else:
             self.bias = None
         self._kernel_request = kernel
+        # Activation applied after the bias, fused into the kernel's output stage (set by
+        # sparsa.nn.fuse_activations when a GELU consumes this module's output and nothing else does).
+        self.activation: str | None = None
         self._bind()
 
     @classmethod
@@ -121,13 +124,15 @@ class SparseLinear(nn.Module):
         if fast:
             k = self.path_for(x2.shape[0])
             if k is not None:
-                y = self._prepared(x2.to(torch.float32), k)
-            else:
-                y = nn.functional.linear(x2.to(torch.float32), self.dense_weight(), self.bias)
+                return self._prepared(x2.to(torch.float32), k, activation=self.activation).to(x.dtype).reshape(
+                    *lead, self.out_features)
+            y = nn.functional.linear(x2.to(torch.float32), self.dense_weight(), self.bias)
         else:
             w = self._packed.to_dense().to(device=x.device, dtype=x.dtype)
             b = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
             y = nn.functional.linear(x2, w, b)
+        if self.activation == "gelu":
+            y = nn.functional.gelu(y)
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
     @property
@@ -146,4 +151,5 @@ class SparseLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"format={p.format_name}, structure={p.structure}, sparsity={p.sparsity:.3f}, "
             f"values={str(p.value_dtype).replace('torch.', '')}, kernel={k}"
+            + (f", activation={self.activation}" if self.activation else "")
         )
