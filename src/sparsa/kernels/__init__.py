@@ -15,7 +15,7 @@ from .. import _C
 from ..formats import BitmaskWeight, BsrWeight, CsrWeight, NMWeight, PackedWeight
 
 __all__ = ["KernelSpec", "KERNELS", "kernels_for", "best_kernel", "get_kernel", "spmm", "prepare", "Prepared",
-           "KernelError"]
+           "activation_code", "KernelError"]
 
 # Preference when several kernels can run a weight: the widest ISA this CPU has, specialised tiles first.
 _ISA_RANK = {"avx512": 0, "avx2": 1, "neon": 2, "scalar": 3}
@@ -138,10 +138,7 @@ class Prepared:
     def __call__(self, x: torch.Tensor, kernel: KernelSpec | str | None = None, out: torch.Tensor | None = None,
                  threads: int = 0, activation: str | None = None) -> torch.Tensor:
         """y = act(x W^T + b); ``activation`` None or "gelu" (erf form, fused into the kernel's output stage)."""
-        act = _ACTIVATIONS.get(activation)
-        if act is None:
-            raise KernelError(f"unknown activation {activation!r}: allowed values are "
-                              + ", ".join(repr(a) for a in _ACTIVATIONS))
+        act = activation_code(activation)
         spec = self.default_kernel if kernel is None else _resolve(self.packed, kernel)
         n_out, n_in = self.packed.shape
         if x.dim() != 2 or x.shape[1] != n_in:
@@ -153,6 +150,22 @@ class Prepared:
         y = torch.empty(x.shape[0], n_out, dtype=torch.float32) if out is None else out
         self._handle.run(spec.index, x.detach().numpy(), y.numpy(), threads or torch.get_num_threads(), act)
         return y
+
+
+    def run_into(self, x: torch.Tensor, y: torch.Tensor, spec: KernelSpec, act: int = 0, threads: int = 0) -> None:
+        """The per-call fast path for callers that checked the inputs themselves (SparseLinear): x (N, in) and
+        y (N, out) float32 CPU tensors with unit stride along features, ``spec`` a kernel that runs this weight,
+        ``act`` an activation code (see ``activation_code``). The C++ core still checks shapes and strides."""
+        self._handle.run(spec.index, x.detach().numpy(), y.numpy(), threads or torch.get_num_threads(), act)
+
+
+def activation_code(activation: str | None) -> int:
+    """The core's code for an activation the kernels fuse; KernelError naming the allowed values otherwise."""
+    act = _ACTIVATIONS.get(activation)
+    if act is None:
+        raise KernelError(f"unknown activation {activation!r}: allowed values are "
+                          + ", ".join(repr(a) for a in _ACTIVATIONS))
+    return act
 
 
 def prepare(packed: PackedWeight, bias: torch.Tensor | None = None) -> Prepared:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..formats import PackedWeight, pack
-from ..kernels import KernelSpec, Prepared, best_kernel, get_kernel
+from ..kernels import KernelSpec, Prepared, activation_code, best_kernel, get_kernel
 from ..kernels import autotune
 from ..structure import StructureLike
 
@@ -45,7 +45,7 @@ class SparseLinear(nn.Module):
         self._kernel_request = kernel
         # Activation applied after the bias, fused into the kernel's output stage (set by
         # sparsa.nn.fuse_activations when a GELU consumes this module's output and nothing else does).
-        self.activation: str | None = None
+        self.activation = None
         self._bind()
 
     @classmethod
@@ -61,6 +61,15 @@ class SparseLinear(nn.Module):
 
         return cls(pack(weight_out_in(linear), structure, dtype), getattr(linear, "bias", None), kernel)
 
+    @property
+    def activation(self) -> str | None:
+        return self._activation
+
+    @activation.setter
+    def activation(self, value: str | None) -> None:
+        self._act_code = activation_code(value)  # validates: None or "gelu"
+        self._activation = value
+
     # ---- packed weight and dispatch, kept in step with the buffers ----
     @property
     def packed(self) -> PackedWeight:
@@ -73,6 +82,7 @@ class SparseLinear(nn.Module):
     def _bind(self) -> None:
         """Bind the packed tensors to the C++ core (CPU only) and reset the per-bucket dispatch."""
         self._dispatch: dict[int, KernelSpec | None] = {}  # token bucket -> kernel, or None for dense
+        self._last_n, self._last_path = -1, None  # the previous call's size and path (models repeat sizes)
         self._dense_weight: torch.Tensor | None = None
         on_cpu = self.values.device.type == "cpu"
         self._prepared = Prepared(self._packed, self.bias) if on_cpu else None
@@ -104,13 +114,16 @@ class SparseLinear(nn.Module):
         """The kernel that serves a call with ``n`` tokens (None: torch dense)."""
         if not self.auto:
             return self.kernel
+        if n == self._last_n:
+            return self._last_path
         nb = autotune.n_bucket(n)
         if nb not in self._dispatch:
             choice = autotune.choose(self._prepared, self.dense_weight(), nb)
             self._dispatch[nb] = None if choice.kernel == autotune.DENSE else get_kernel(choice.kernel)
             if all(v is not None for v in self._dispatch.values()):
                 self._dense_weight = None  # sparse won every bucket so far: do not keep a dense copy
-        return self._dispatch[nb]
+        self._last_n, self._last_path = n, self._dispatch[nb]
+        return self._last_path
 
     def kernel_name_for(self, n: int) -> str:
         k = self.path_for(n)
@@ -124,8 +137,13 @@ class SparseLinear(nn.Module):
         if fast:
             k = self.path_for(x2.shape[0])
             if k is not None:
-                return self._prepared(x2.to(torch.float32), k, activation=self.activation).to(x.dtype).reshape(
-                    *lead, self.out_features)
+                # the per-call path is kept lean (a layer's fixed cost adds up over a model's 36+ calls): the
+                # checks above plus the core's own shape checks are all it needs
+                if x2.dtype != torch.float32 or x2.stride(-1) != 1:
+                    x2 = x2.to(torch.float32).contiguous()
+                y = torch.empty(x2.shape[0], self.out_features)
+                self._prepared.run_into(x2, y, k, self._act_code)
+                return y.to(x.dtype).reshape(*lead, self.out_features)
             y = nn.functional.linear(x2.to(torch.float32), self.dense_weight(), self.bias)
         else:
             w = self._packed.to_dense().to(device=x.device, dtype=x.dtype)
