@@ -30,7 +30,7 @@ import torch
 import sparsa
 from prune_quality import MIX, Bench, machine
 from sparsa.eval import embedding_fidelity, encode
-from sparsa.runtime import default_model_path
+from sparsa.runtime import default_model_path, time_fn
 from sparsa.runtime.models import save_pruned
 from sparsa.train import RecoverSettings, recover
 
@@ -73,6 +73,17 @@ def one_shot(b: Bench, label: str) -> tuple[Path, dict]:
                     "achieved_sparsity": rep.achieved_sparsity, "prune_seconds": secs}
 
 
+def measure_speed(b: Bench, loaded) -> dict:
+    """Median forward time of the same 64 held-out sentences through the dense model and the packed one."""
+    batch = b.tok(b.sents[:64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.inference_mode():
+        dense_t = time_fn(lambda: b.model(**batch), repeats=15, warmup=3)
+        sparse_t = time_fn(lambda: loaded(**batch), repeats=15, warmup=3)
+    return {"batch": "64 held-out sentences", "dense_ms": dense_t.median_ms, "sparse_ms": sparse_t.median_ms,
+            "speedup": dense_t.median_ms / sparse_t.median_ms,
+            "formats": sorted({type(m.packed).__name__ for m in loaded.modules() if hasattr(m, "packed")})}
+
+
 def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: int) -> dict:
     b = Bench()
     dense_dir = default_model_path()
@@ -101,28 +112,43 @@ def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: 
     best = max(res.curve, key=lambda p: p.metric)  # the point the job saved (its own held-out lines decide)
     loaded = sparsa.load(out)  # the packed checkpoint the job wrote, through the sparse kernels
     f = embedding_fidelity(b.ref, encode(loaded, b.tok, b.sents))
+    speed = measure_speed(b, loaded)
+    print(f"  sparse kernels: {speed}", flush=True)
     return {
         "setting": label, "structure": SETTINGS[label][0], "machine": machine(), "minutes": minutes, "lr": lr,
         "batch_size": batch_size, "steps": res.steps, "seconds_per_step": res.seconds_per_step,
         "seconds": res.seconds, "sparsity": res.sparsity, "before": before,
         "after": {"cosine_mean": f.cosine_mean, "nn_agreement": f.nn_agreement, "cosine_min": f.cosine_min,
                   "step": best.step, "source": "sparsa.load of the saved best checkpoint"},
-        "target": TARGETS.get(label),
+        "target": TARGETS.get(label), "speed": speed,
         "curve": [{"minutes": p.seconds / 60, "step": p.step, "loss": p.loss, **p.extra} for p in res.curve],
     }
 
 
 def table(results: dict) -> str:
-    rows = ["| setting | one-shot cosine | NN | recovered cosine | NN | target | steps | minutes |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| setting | one-shot cosine | NN | recovered cosine | NN | target | steps | minutes | dense ms | "
+            "sparse kernels ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label in SETTINGS:
         r = results.get(label)
         if r is None:
             continue
-        b, a = r["before"], r["after"]
+        b, a, sp = r["before"], r["after"], r.get("speed")
         tgt = f">= {r['target']:.2f}" if r["target"] else "-"
+        ms = f"{sp['dense_ms']:.1f} | {sp['sparse_ms']:.1f} ({', '.join(sp['formats'])})" if sp else "- | -"
         rows.append(f"| {label} | {b['cosine_mean']:.4f} | {b['nn_agreement']:.3f} | {a['cosine_mean']:.4f} | "
-                    f"{a['nn_agreement']:.3f} | {tgt} | {r['steps']} | {r['seconds'] / 60:.1f} |")
+                    f"{a['nn_agreement']:.3f} | {tgt} | {r['steps']} | {r['seconds'] / 60:.1f} | {ms} |")
+    return "\n".join(rows)
+
+
+def curve_table(results: dict) -> str:
+    """Held-out cosine (NN agreement) at each evaluation, per setting."""
+    rows = ["| setting | curve: minutes -> held-out cosine (NN agreement) |", "|---|---|"]
+    for label in SETTINGS:
+        r = results.get(label)
+        if r is None:
+            continue
+        pts = ", ".join(f"{p['minutes']:.1f}: {p['heldout_cosine']:.4f} ({p['heldout_nn']:.3f})" for p in r["curve"])
+        rows.append(f"| {label} | {pts} |")
     return "\n".join(rows)
 
 
@@ -134,6 +160,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--table", action="store_true", help="print the table of the recorded results")
+    ap.add_argument("--speed", action="store_true", help="time the saved recovered checkpoints of recorded "
+                                                         "settings that have no timing yet")
     args = ap.parse_args()
     bad = [s for s in args.settings if s not in SETTINGS]
     if bad:
@@ -144,8 +172,17 @@ def main() -> None:
         results[label] = run(label, args.minutes, args.eval_minutes, args.lr, args.batch_size)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    if args.speed:
+        b = Bench()
+        for label, r in results.items():
+            if "speed" not in r:
+                r["speed"] = measure_speed(b, sparsa.load(WORK / f"{slug(label)}-recovered"))
+                print(f"{label}: {r['speed']}", flush=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     if args.table or args.settings:
         print(table(results))
+        print()
+        print(curve_table(results))
 
 
 if __name__ == "__main__":

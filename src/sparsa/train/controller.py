@@ -30,7 +30,7 @@ from .config import ConfigError, SparseTrainingConfig, load_config
 from .dynamics import layer_sparsities
 from .hard import HardMasks
 from .methods import get_method
-from .soft import SoftMask, install_soft, remove_soft
+from .soft import SoftMask, install_soft, lifted, remove_soft
 from .targets import Target, find_targets, is_transposed
 
 __all__ = ["SparseTraining", "ModuleSparsity", "pack_mask", "unpack_mask"]
@@ -254,12 +254,16 @@ class SparseTraining:
             model.get_submodule(t.name).sparsa_structure = str(t.structure)
 
     def sparse_copy(self) -> nn.Module:
-        """A deep copy of the model as it would be saved now: plain modules, hard masks applied."""
-        model = copy.deepcopy(self.model)
-        if self.soft:
-            for t in self.targets:
-                mod = model.get_submodule(t.name)
-                remove_soft(Target(t.name, mod, t.structure, t.sparsity, t.transposed))
+        """A deep copy of the model as it would be saved now: plain modules, masks applied (exact zeros)."""
+        if not self.soft:
+            model = copy.deepcopy(self.model)  # hard masks: the weights already hold exact zeros
+        else:
+            with lifted(self.targets, self.soft):
+                model = copy.deepcopy(self.model)
+            with torch.no_grad():
+                for t in self.targets:
+                    w = model.get_submodule(t.name).weight
+                    w.mul_(self.soft[t.name].mask.to(w.dtype))  # the mask is stored in the parameter's layout
         self._record_structures(model)
         return model
 

@@ -222,6 +222,14 @@ def recover(
     if out.exists() and not overwrite:
         raise ModelLoadError(f"'{out}' already exists; choose another --out or pass --overwrite")
 
+    # what needs no model first (the data, the training settings on a provisional run length: unknown names,
+    # N:M contradictions, a schedule that ends before it starts), so that bad input fails in a second
+    lines = read_lines(data)
+    train_lines, valid_lines = split_lines(lines, max_valid=s.valid_lines)
+    training = dict(s.training)
+    cfg = load_config(training, total_steps=1000, start_step=int(s.schedule_start * 1000),
+                      end_step=max(1, int(s.schedule_end * 1000)))
+
     emit("setup", {"what": "loading models"})
     student, tok = _load_student(pruned)
     dense, t_tok, _ = load_pretrained(teacher)
@@ -230,14 +238,7 @@ def recover(
     if tok is None:
         raise ModelLoadError(f"neither '{pruned}' nor '{teacher}' has tokenizer files; recovery needs them")
     kind = "decoder" if is_causal_lm(student) else "encoder"
-    lines = read_lines(data)
-    train_lines, valid_lines = split_lines(lines, max_valid=s.valid_lines)
-
-    # the sparse training settings, validated on a provisional run length: unknown names, N:M contradictions
-    # and structures the shapes do not allow fail here, before any step
-    training = dict(s.training)
-    cfg = load_config(training, total_steps=1000, start_step=int(s.schedule_start * 1000),
-                      end_step=max(1, int(s.schedule_end * 1000)))
+    # structures the model's shapes do not allow
     find_targets(student, parse_structure(cfg.structure), cfg.targets, cfg.ignore)
     if tok.pad_token is None and kind == "decoder" and tok.eos_token is not None:
         tok.pad_token = tok.eos_token

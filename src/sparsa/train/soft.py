@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from contextlib import contextmanager
+from typing import Iterator
+
 from torch.nn.utils import parametrize
 
 from .targets import Target
 
-__all__ = ["SoftMask", "soft_masked", "install_soft", "remove_soft"]
+__all__ = ["SoftMask", "soft_masked", "install_soft", "remove_soft", "lifted"]
 
 
 class _SoftMaskFn(torch.autograd.Function):
@@ -77,3 +80,20 @@ def remove_soft(target: Target) -> None:
     original = target.module.parametrizations["weight"].original
     original.mul_(sm.mask.to(original.dtype))  # the plain parameter holds exact zeros where pruned
     parametrize.remove_parametrizations(target.module, "weight", leave_parametrized=False)
+
+
+@contextmanager
+def lifted(targets: list[Target], masks: dict[str, SoftMask]) -> Iterator[None]:
+    """Inside the block the targets are plain modules holding their dense trained weights; afterwards the same
+    SoftMask parametrizations are back, over the very same Parameter objects (optimizers keep them).
+
+    What it is for: ``copy.deepcopy`` of a parametrized module shares its per-module class
+    (``ParametrizedLinear``) with the copy, so removing the parametrization from a copy would break the original.
+    """
+    for t in targets:
+        parametrize.remove_parametrizations(t.module, "weight", leave_parametrized=False)
+    try:
+        yield
+    finally:
+        for t in targets:
+            parametrize.register_parametrization(t.module, "weight", masks[t.name])
