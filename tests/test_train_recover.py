@@ -75,7 +75,7 @@ def test_recover_improves_distillation_and_keeps_zeros(tiny, tmp_path):
     losses = []
     res = recover(sdir, data, tmp_path / "out", teacher=tdir,
                   settings=RecoverSettings(minutes=10, max_steps=60, lr=2e-3, batch_size=16, seq_len=24,
-                                           warmup_steps=5, eval_minutes=0.01),
+                                           warmup_steps=5, eval_minutes=0.002),
                   on_event=lambda kind, info: losses.append(info["loss"]) if kind == "step" else None)
     assert res.steps == 60 and len(losses) == 60
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5  # the distillation loss falls
