@@ -11,8 +11,8 @@ differs. Held-out perplexity on wiki_valid.txt after ``finalize()`` (exact zeros
   gradient regrowth), random (a static random ERK mask);
 * ``2:4``: fixed (one-shot magnitude 2:4 mask), srste (SR-STE), decay (decaying mask).
 
-    flock /tmp/sparsa-cpu.lock python benchmarks/sparse_train_decoder.py 80 --steps 200
-    flock /tmp/sparsa-cpu.lock python benchmarks/sparse_train_decoder.py 2:4 --steps 200
+    flock /tmp/sparsa-cpu.lock python benchmarks/sparse_train_decoder.py 80 --steps 100
+    flock /tmp/sparsa-cpu.lock python benchmarks/sparse_train_decoder.py 2:4 --steps 100
 
 Results are merged into benchmarks/results/sparse_train_decoder.json.
 """
