@@ -202,3 +202,19 @@ def test_fusion_only_where_the_gelu_consumes_the_linear_alone():
     assert isinstance(sparse[1].lin, SparseLinear) and sparse[2].lin.activation is None
     with torch.inference_mode():
         torch.testing.assert_close(sparse(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_checkpoint_loads_with_the_runtime_fusions(tmp_path):
+    import sparsa
+
+    pruned = _sparse_bert()
+    out = sparsa.save(sparsify(pruned)[0], tmp_path / "ck")
+    loaded = sparsa.load(out)
+    assert loaded.config._attn_implementation == "sparsa"
+    assert loaded.encoder.layer[1].intermediate.dense.activation == "gelu"
+    ids = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(input_ids=ids).last_hidden_state, pruned(input_ids=ids).last_hidden_state,
+                                   rtol=1e-4, atol=1e-5)
+    # the written config names no sparsa attention: plain transformers reads it
+    assert "sparsa" not in (out / "config.json").read_text()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..modules import is_linear_like
-from ..nn import SparseLinear
+from ..nn import SparseLinear, optimize_runtime
 from .errors import CheckpointError
 from .integrity import checksum_bytes
 from .reader import Checkpoint, read_checkpoint
@@ -148,6 +148,8 @@ def load_packed(path: str | os.PathLike, dense: bool = False, verify: bool = Tru
     _load_rest(model, state, ckpt)
     if dense and hasattr(model, "tie_weights"):
         model.tie_weights()
+    if not dense:
+        optimize_runtime(model)  # attention kernel and GELU epilogue, as sparsa.sparsify installs them
     return model.eval(), ckpt
 
 

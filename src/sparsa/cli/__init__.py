@@ -11,6 +11,7 @@ from .export import export_cmd
 from .info import info
 from .pack import pack_cmd
 from .prune import prune_cmd
+from .recover import recover_cmd
 from .sweep import sweep_cmd
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.command("sweep")(sweep_cmd)
 app.command("pack")(pack_cmd)
 app.command("save")(pack_cmd)
 app.command("export")(export_cmd)
+app.command("recover")(recover_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,189 @@
+"""Recovery of all-MiniLM-L6-v2 from one-shot SparseGPT masks by sparse distillation (issue 6, evidence 1),
+offline.
+
+For each setting: prune the real model one-shot with SparseGPT (calibration text and sample count of
+benchmarks/prune_quality.py), save the dense-with-zeros folder, then run ``sparsa.train.recover`` on it (fixed
+masks, SquareHead + embedding cosine against the dense teacher) for ``--minutes`` of wall-clock time. Every
+``--eval-minutes`` the job's held-out check runs, and this script's monitor measures what BENCHMARKS.md
+reports: mean cosine to the dense model's embeddings and nearest-neighbour agreement on sparsa's 205 held-out
+sentences (sparsa.eval.heldout_sentences, never in any training or calibration text).
+
+Training text: benchmarks/data/wiki_sentences.txt + news_sentences.txt (``python benchmarks/offline_text.py``).
+
+    flock /tmp/sparsa-cpu.lock python benchmarks/recover_minilm.py 50% --minutes 15
+    flock /tmp/sparsa-cpu.lock python benchmarks/recover_minilm.py 2:4 --minutes 15       # one run per lock
+
+Results are merged into benchmarks/results/recover_minilm.json (one entry per setting); ``--table`` prints the
+Markdown table of everything recorded so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import sparsa
+from prune_quality import MIX, Bench, machine
+from sparsa.eval import embedding_fidelity, encode
+from sparsa.runtime import default_model_path, time_fn
+from sparsa.runtime.models import save_pruned
+from sparsa.train import RecoverSettings, recover
+
+HERE = Path(__file__).parent
+WORK = HERE / "data" / "recover"
+RESULTS = HERE / "results" / "recover_minilm.json"
+SETTINGS = {"50%": ("unstructured", 0.5), "2:4": ("2:4", None), "80% 4x1": ("4x1", 0.8),
+            "90%": ("unstructured", 0.9)}
+TARGETS = {"50%": 0.97, "2:4": 0.95, "80% 4x1": 0.90}
+
+
+def slug(label: str) -> str:
+    return label.replace("%", "").replace(":", "-").replace(" ", "-")
+
+
+def training_text() -> Path:
+    path = WORK / "train_sentences.txt"
+    if not path.is_file():
+        WORK.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for name in ("wiki_sentences.txt", "news_sentences.txt"):
+            lines += (HERE / "data" / name).read_text(encoding="utf-8").splitlines()
+        path.write_text("\n".join(ln for ln in lines if ln.strip()) + "\n", encoding="utf-8")
+    return path
+
+
+def one_shot(b: Bench, label: str) -> tuple[Path, dict]:
+    """Prune with SparseGPT and save the dense-with-zeros folder; its held-out fidelity."""
+    st, sp = SETTINGS[label]
+    t = time.perf_counter()
+    model, rep = sparsa.prune(copy.deepcopy(b.model), "sparsegpt", sp, st, calibration=str(MIX), tokenizer=b.tok,
+                              calibration_config=b.cfg)
+    secs = time.perf_counter() - t
+    f = embedding_fidelity(b.ref, encode(model, b.tok, b.sents))
+    folder = WORK / f"{slug(label)}-sparsegpt"
+    record = {"method": "sparsegpt", "structure": st, "sparsity": rep.achieved_sparsity,
+              "modules": {m.name: m.structure for m in rep.modules}}
+    save_pruned(model, b.tok, folder, record, source=None, overwrite=True)
+    return folder, {"cosine_mean": f.cosine_mean, "nn_agreement": f.nn_agreement, "cosine_min": f.cosine_min,
+                    "achieved_sparsity": rep.achieved_sparsity, "prune_seconds": secs}
+
+
+def measure_speed(b: Bench, loaded) -> dict:
+    """Median forward time of the same 64 held-out sentences through the dense model and the packed one."""
+    batch = b.tok(b.sents[:64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.inference_mode():
+        dense_t = time_fn(lambda: b.model(**batch), repeats=15, warmup=3)
+        sparse_t = time_fn(lambda: loaded(**batch), repeats=15, warmup=3)
+    return {"batch": "64 held-out sentences", "dense_ms": dense_t.median_ms, "sparse_ms": sparse_t.median_ms,
+            "speedup": dense_t.median_ms / sparse_t.median_ms,
+            "formats": sorted({type(m.packed).__name__ for m in loaded.modules() if hasattr(m, "packed")})}
+
+
+def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: int) -> dict:
+    b = Bench()
+    dense_dir = default_model_path()
+    folder, before = one_shot(b, label)
+    print(f"{label}: one-shot SparseGPT cosine {before['cosine_mean']:.4f}, NN {before['nn_agreement']:.3f}",
+          flush=True)
+
+    def monitor(model) -> dict:
+        f = embedding_fidelity(b.ref, encode(model, b.tok, b.sents))
+        return {"heldout_cosine": f.cosine_mean, "heldout_nn": f.nn_agreement, "heldout_cosine_min": f.cosine_min}
+
+    def on_event(kind: str, info: dict) -> None:
+        if kind in ("timed", "replanned"):
+            print(f"  {info['seconds_per_step']:.3f} s/step -> {info['total_steps']} steps", flush=True)
+        elif kind == "eval":
+            e = info["extra"]
+            print(f"  {info['seconds'] / 60:5.1f} min step {info['step']:5d}: held-out cosine "
+                  f"{e['heldout_cosine']:.4f} NN {e['heldout_nn']:.3f} (job's valid cosine {info['metric']:.4f})",
+                  flush=True)
+
+    out = WORK / f"{slug(label)}-recovered"
+    settings = RecoverSettings(minutes=minutes, eval_minutes=eval_minutes, lr=lr, batch_size=batch_size,
+                               seq_len=64)
+    res = recover(folder, training_text(), out, teacher=dense_dir, settings=settings, overwrite=True,
+                  monitor=monitor, on_event=on_event)
+    best = max(res.curve, key=lambda p: p.metric)  # the point the job saved (its own held-out lines decide)
+    loaded = sparsa.load(out)  # the packed checkpoint the job wrote, through the sparse kernels
+    f = embedding_fidelity(b.ref, encode(loaded, b.tok, b.sents))
+    speed = measure_speed(b, loaded)
+    print(f"  sparse kernels: {speed}", flush=True)
+    return {
+        "setting": label, "structure": SETTINGS[label][0], "machine": machine(), "minutes": minutes, "lr": lr,
+        "batch_size": batch_size, "steps": res.steps, "seconds_per_step": res.seconds_per_step,
+        "seconds": res.seconds, "sparsity": res.sparsity, "before": before,
+        "after": {"cosine_mean": f.cosine_mean, "nn_agreement": f.nn_agreement, "cosine_min": f.cosine_min,
+                  "step": best.step, "source": "sparsa.load of the saved best checkpoint"},
+        "target": TARGETS.get(label), "speed": speed,
+        "curve": [{"minutes": p.seconds / 60, "step": p.step, "loss": p.loss, **p.extra} for p in res.curve],
+    }
+
+
+def table(results: dict) -> str:
+    rows = ["| setting | one-shot cosine | NN | recovered cosine | NN | target | steps | minutes | dense ms | "
+            "sparse kernels ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label in SETTINGS:
+        r = results.get(label)
+        if r is None:
+            continue
+        b, a, sp = r["before"], r["after"], r.get("speed")
+        tgt = f">= {r['target']:.2f}" if r["target"] else "-"
+        ms = f"{sp['dense_ms']:.1f} | {sp['sparse_ms']:.1f} ({', '.join(sp['formats'])})" if sp else "- | -"
+        rows.append(f"| {label} | {b['cosine_mean']:.4f} | {b['nn_agreement']:.3f} | {a['cosine_mean']:.4f} | "
+                    f"{a['nn_agreement']:.3f} | {tgt} | {r['steps']} | {r['seconds'] / 60:.1f} | {ms} |")
+    return "\n".join(rows)
+
+
+def curve_table(results: dict) -> str:
+    """Held-out cosine (NN agreement) at each evaluation, per setting."""
+    rows = ["| setting | curve: minutes -> held-out cosine (NN agreement) |", "|---|---|"]
+    for label in SETTINGS:
+        r = results.get(label)
+        if r is None:
+            continue
+        pts = ", ".join(f"{p['minutes']:.1f}: {p['heldout_cosine']:.4f} ({p['heldout_nn']:.3f})" for p in r["curve"])
+        rows.append(f"| {label} | {pts} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("settings", nargs="*", help=f"settings to run, one after another: {', '.join(SETTINGS)}")
+    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--eval-minutes", type=float, default=1.5)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--table", action="store_true", help="print the table of the recorded results")
+    ap.add_argument("--speed", action="store_true", help="time the saved recovered checkpoints of recorded "
+                                                         "settings that have no timing yet")
+    args = ap.parse_args()
+    bad = [s for s in args.settings if s not in SETTINGS]
+    if bad:
+        ap.error(f"unknown setting(s) {', '.join(bad)}; known: {', '.join(SETTINGS)}")
+    torch.manual_seed(0)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for label in args.settings:
+        results[label] = run(label, args.minutes, args.eval_minutes, args.lr, args.batch_size)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    if args.speed:
+        b = Bench()
+        for label, r in results.items():
+            if "speed" not in r:
+                r["speed"] = measure_speed(b, sparsa.load(WORK / f"{slug(label)}-recovered"))
+                print(f"{label}: {r['speed']}", flush=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    if args.table or args.settings:
+        print(table(results))
+        print()
+        print(curve_table(results))
+
+
+if __name__ == "__main__":
+    main()
