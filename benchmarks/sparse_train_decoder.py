@@ -51,7 +51,7 @@ def run(group: str, method: str, steps: int, lr: float, batch: int, seq: int, se
     ids = torch.tensor(tok((HERE / "data" / "wiki_train.txt").read_text(encoding="utf-8"))["input_ids"])  # (L,)
     valid = (HERE / "data" / "wiki_valid.txt").read_text(encoding="utf-8")
     kw = dict(GROUPS[group][method], seed=seed)
-    if group != "2:4":
+    if method in INITS:  # fixed 2:4 needs its one-shot mask too; srste / decay start from the dense weights
         kw["init"] = INITS[method]
     if method in ("gmp", "set", "rigl", "granet", "decay"):
         kw.update(total_steps=steps, end_step=int(0.75 * steps), update_every=max(1, steps // 20))

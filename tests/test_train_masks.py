@@ -189,6 +189,14 @@ def test_unknown_method_lists_the_known_ones():
         assert name in str(e.value)
 
 
+def test_fixed_masks_on_a_dense_model_are_refused():
+    # "fixed" keeps the model's zeros: on a dense model it would train dense while claiming 2:4
+    with pytest.raises(ConfigError, match="none of the selected weights has any"):
+        SparseTraining(tiny_bert(), method="fixed", structure="2:4")
+    sp = SparseTraining(tiny_bert(), method="fixed", structure="2:4", init="magnitude")
+    assert abs(sp.sparsity() - 0.5) < 1e-6
+
+
 def test_schedule_end_before_start_is_refused():
     with pytest.raises(ConfigError, match="not after its start"):
         load_config(method="gmp", sparsity=0.8, total_steps=100, start_step=60, end_step=40)

@@ -94,6 +94,11 @@ class SparseTraining:
         else:
             sps = layer_sparsities(shapes, final, self.cfg.allocation)
         keep_own = self.method.name == "fixed" and self.cfg.resolved_init == "current"
+        if keep_own and state is None and not any(bool((m.weight == 0).any()) for _, m in chosen):
+            # "fixed" keeps the zeros the model has; on a dense model that would silently train it dense
+            raise ConfigError("method 'fixed' keeps the model's zeros, and none of the selected weights has any: "
+                              "prune the model first (sparsa.prune / sparsa prune), or pass init='magnitude' or "
+                              "init='random' to make the fixed masks here")
         self.targets = [Target(n, m, _own_structure(m) if keep_own else self.structure, sps[n], is_transposed(m))
                         for n, m in chosen]
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
