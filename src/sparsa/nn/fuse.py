@@ -59,13 +59,20 @@ def fuse_activations(model: nn.Module) -> list[str]:
     for _, m in model.named_modules(remove_duplicate=False):
         uses[id(m)] = uses.get(id(m), 0) + 1
     fused = []
+    # one trace per kind of parent (class and children's kinds): a model's layers repeat the same module, and
+    # tracing each of them made loading a packed checkpoint measurably slower (~1 ms per trace)
+    verdicts: dict[tuple, tuple[str, str] | None] = {}
     for name, parent in list(model.named_modules()):
         children = dict(parent.named_children())
         if not any(isinstance(c, SparseLinear) for c in children.values()):
             continue
         if not any(_is_exact_gelu(c) for c in children.values()):
             continue
-        found = _act_of_linear(parent)
+        kind = (type(parent), tuple((n, type(c), isinstance(c, SparseLinear) and c.activation is None,
+                                     _is_exact_gelu(c)) for n, c in children.items()))
+        if kind not in verdicts:
+            verdicts[kind] = _act_of_linear(parent)
+        found = verdicts[kind]
         if found is None:
             continue
         lin_name, act_name = found
