@@ -89,11 +89,6 @@ def build_skeleton(path: Path, config_checksum: str | None = None) -> nn.Module:
     return model.eval()
 
 
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
 
 def _dense_dtype(ckpt: Checkpoint) -> torch.dtype | None:
     """The floating dtype of the checkpoint's dense tensors (the export writes every weight in it)."""
@@ -144,7 +139,7 @@ def load_packed(path: str | os.PathLike, dense: bool = False, verify: bool = Tru
                 state[f"{name}.bias"] = state[f"{name}.bias"].to(dt)
         else:
             bias = state.pop(f"{name}.bias", None)
-            _set_submodule(model, name, SparseLinear(packed, bias, validate=False))  # from_tensors validated it
+            model.set_submodule(name, SparseLinear(packed, bias, validate=False))  # from_tensors validated it
     _load_rest(model, state, ckpt)
     if dense and hasattr(model, "tie_weights"):
         model.tie_weights()

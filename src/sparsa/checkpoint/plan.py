@@ -21,7 +21,7 @@ from ..nn import SparseLinear
 from ..structure import StructureLike, parse_structure
 from .errors import CheckpointError
 
-__all__ = ["PackedModule", "pack_modules", "set_submodule"]
+__all__ = ["PackedModule", "pack_modules"]
 
 
 @dataclass
@@ -35,11 +35,6 @@ class PackedModule:
     sparse_bytes: int   # its packed tensors (equal to dense_bytes when kept dense)
     packed: bool
 
-
-def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 @torch.no_grad()
@@ -68,6 +63,6 @@ def pack_modules(model: nn.Module, names: Iterable[str] | None = None, structure
             if recorded:
                 del m.sparsa_structure  # so that nothing later packs it after all
         else:
-            set_submodule(model, name, SparseLinear(p, getattr(m, "bias", None)))
+            model.set_submodule(name, SparseLinear(p, getattr(m, "bias", None)))
         report.append(row)
     return report

@@ -36,11 +36,6 @@ class ConvertedModule:
     sparse_bytes: int
 
 
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
 
 @torch.no_grad()
 def sparsify(
@@ -85,7 +80,7 @@ def sparsify(
             st = detect_structure(w)
         fmt = format or preferred_format(st, zeros / w.numel()).format_name
         sparse = SparseLinear(pack(w, st, dtype, format=fmt), getattr(module, "bias", None), kernel)
-        _set_submodule(model, name, sparse)
+        model.set_submodule(name, sparse)
         p = sparse.packed
         report.append(
             ConvertedModule(
