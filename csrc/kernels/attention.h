@@ -1,7 +1,7 @@
 // kernels/attention.h: fused scaled-dot-product attention for inference, fp32 (attn_args.h has the contract).
 //
 // Why sparsa has one: once the Linears run sparse, attention becomes the largest dense cost of an encoder
-// (all-MiniLM-L6-v2 at 16 x 128, 80% 4x1: a quarter of the forward in torch's flash kernel). The head
+// (BENCHMARKS.md, end to end, has the model with and without this kernel). The head
 // dimension of such models is small (32, 64), where a flash-style kernel built for long sequences spends its
 // time on bookkeeping; and torch needs the heads of q, k, v contiguous, so the (B, S, H, D) Linear outputs are
 // copied into (B, H, S, D) and the result back. Here q, k, v are read where they lie and o is written in the

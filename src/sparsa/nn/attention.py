@@ -1,8 +1,9 @@
 """sparsa's attention kernel for Hugging Face models, through the transformers ``AttentionInterface``.
 
-Once the Linears of an encoder run sparse, attention is the largest dense cost left (all-MiniLM-L6-v2, 16 x 128,
-80% 4x1: ~45 ms of a ~180 ms forward in torch's scaled_dot_product_attention, most of it copying the heads of q,
-k and v into contiguous tensors and back). ``sparsa._C.attention`` reads q, k and v where the projections left
+Once the Linears of an encoder run sparse, attention is the largest dense cost left, and torch's
+scaled_dot_product_attention first copies the heads of q, k and v into contiguous tensors and its output back
+(BENCHMARKS.md, end to end: this kernel plus the GELU epilogue take all-MiniLM-L6-v2 at 16 x 128, 80% 4x1, from
+188 to 133 ms). ``sparsa._C.attention`` reads q, k and v where the projections left
 them and writes the output in the layout the output projection reads (csrc/kernels/attention.h).
 
 :func:`use_sparsa_attention` switches a model to it. Every call the kernel does not cover (training, dropout,
