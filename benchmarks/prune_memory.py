@@ -3,16 +3,20 @@ safetensors checkpoint, against loading the whole model and pruning it in memory
 
 The model is a randomly initialised Llama (hidden 1024, 12 layers, ~0.6 GB of fp32 weights) saved with
 save_pretrained; each mode runs in a fresh subprocess that reports its peak resident memory (VmHWM) and its
-memory right after importing torch/transformers (the baseline every mode pays). SparseGPT, 50%, 32 random
+memory right after importing torch, transformers and the model's code (the baseline every mode pays). SparseGPT, 50%, 32 random
 token windows of 128.
 
     flock /tmp/sparsa-cpu.lock python benchmarks/prune_memory.py
+    flock /tmp/sparsa-cpu.lock python benchmarks/prune_memory.py --layers 24 --out benchmarks/results/prune_memory_24.json
+    flock /tmp/sparsa-cpu.lock python benchmarks/prune_memory.py --layers 4 --hidden 2048 --intermediate 5632 \
+        --vocab 32000 --out benchmarks/results/prune_memory_tinyllama.json   # TinyLlama-1.1B's shapes
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,10 @@ def child(mode: str, src: str, out: str, cap: str) -> None:
     from sparsa.prune.lazy import prune_checkpoint
     from sparsa.runtime import load_pretrained, save_pruned
 
+    import transformers
+
+    # the model's code (transformers' modeling module: ~150 MiB resident for Llama) is paid by every mode
+    getattr(transformers, transformers.AutoConfig.from_pretrained(src).architectures[0])
     base = rss_mib("VmRSS")
     g = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(0, 8000, (32, 128), generator=g)}
@@ -56,6 +64,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", nargs=4, metavar=("MODE", "SRC", "OUT", "CAP"))
     ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--intermediate", type=int, default=2816)
+    ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "prune_memory.json")
     args = ap.parse_args()
     if args.child:
@@ -68,12 +79,16 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="sparsa-mem-"))
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=8000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=args.layers,
-                      num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=256)
-    LlamaForCausalLM(cfg).save_pretrained(tmp / "src")
+    cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                      num_hidden_layers=args.layers, num_attention_heads=16, num_key_value_heads=16,
+                      max_position_embeddings=256)
+    model = LlamaForCausalLM(cfg)
+    block = sum(p.numel() * p.element_size() for p in model.model.layers[0].parameters())
+    model.save_pretrained(tmp / "src")
+    del model
     size = checkpoint_bytes(tmp / "src")
-    block = size / args.layers
-    res = {"checkpoint_mib": size / 2**20, "layers": args.layers, "approx_block_mib": block / 2**20, "runs": []}
+    res = {"checkpoint_mib": size / 2**20, "layers": args.layers, "hidden": args.hidden,
+           "intermediate": args.intermediate, "vocab": args.vocab, "block_mib": block / 2**20, "runs": []}
     for mode in ("whole", "blockwise"):
         p = subprocess.run([sys.executable, __file__, "--child", mode, str(tmp / "src"), str(tmp / mode), "128MB"],
                            capture_output=True, text=True, check=True)
@@ -81,6 +96,7 @@ def main() -> None:
         r["peak_above_baseline_mib"] = r["peak_mib"] - r["baseline_mib"]
         res["runs"].append(r)
         print(r, flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))

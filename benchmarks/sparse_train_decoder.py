@@ -9,10 +9,13 @@ differs. Held-out perplexity on wiki_valid.txt after ``finalize()`` (exact zeros
 * ``80``: 80% unstructured, ERK layer sparsities, methods gmp (dense -> 80% cubic), rigl and set (from the
   one-shot magnitude mask, drop/regrow with the cosine-decayed fraction), granet (from dense: cubic pruning plus
   gradient regrowth), random (a static random ERK mask);
-* ``2:4``: fixed (one-shot magnitude 2:4 mask), srste (SR-STE), decay (decaying mask).
+* ``90``: the same five methods at 90%;
+* ``2:4`` and ``1:8``: fixed (one-shot magnitude N:M mask), srste (SR-STE), decay (decaying mask).
 
     flock /tmp/sparsa-cpu.lock python benchmarks/sparse_train_decoder.py 80 --steps 100
+    flock /tmp/sparsa-cpu.lock python benchmarks/sparse_train_decoder.py 90 --steps 100
     flock /tmp/sparsa-cpu.lock python benchmarks/sparse_train_decoder.py 2:4 --steps 100
+    flock /tmp/sparsa-cpu.lock python benchmarks/sparse_train_decoder.py 1:8 --steps 100
 
 Results are merged into benchmarks/results/sparse_train_decoder.json.
 """
@@ -36,7 +39,9 @@ MODEL = HERE / "data" / "tiny-lm"
 RESULTS = HERE / "results" / "sparse_train_decoder.json"
 GROUPS = {
     "80": {m: dict(sparsity=0.8, allocation="erk") for m in ("gmp", "rigl", "set", "granet", "random")},
+    "90": {m: dict(sparsity=0.9, allocation="erk") for m in ("gmp", "rigl", "set", "granet", "random")},
     "2:4": {m: dict(structure="2:4") for m in ("fixed", "srste", "decay")},
+    "1:8": {m: dict(structure="1:8") for m in ("fixed", "srste", "decay")},
 }
 INITS = {"gmp": "dense", "granet": "dense", "rigl": "magnitude", "set": "magnitude", "random": "random",
          "fixed": "magnitude"}

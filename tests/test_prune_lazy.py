@@ -12,14 +12,19 @@ from sparsa.runtime import load_pretrained
 from conftest import tiny_bert, tiny_gpt2, tiny_llama
 
 
-@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2, tiny_bert], ids=["llama", "gpt2", "bert"])
-def test_block_by_block_from_disk_equals_in_memory(factory, tmp_path):
+@pytest.mark.parametrize("factory, method", [(tiny_llama, "sparsegpt"), (tiny_gpt2, "sparsegpt"),
+                                             (tiny_bert, "sparsegpt"), (tiny_llama, "magnitude")],
+                         ids=["llama", "gpt2", "bert", "llama-data-free"])
+def test_block_by_block_from_disk_equals_in_memory(factory, method, tmp_path):
     model = factory()
     src = tmp_path / "src"
     model.save_pretrained(src)
     before = {f.name: f.read_bytes() for f in src.iterdir()}
-    batch = {"input_ids": torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))}
-    recipe = {"prune": [{"method": "sparsegpt", "sparsity": 0.6, "allocation": "owl"}]}
+    batch = None
+    recipe = {"prune": [{"method": "magnitude", "sparsity": 0.6}]}
+    if method == "sparsegpt":
+        batch = {"input_ids": torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))}
+        recipe = {"prune": [{"method": "sparsegpt", "sparsity": 0.6, "allocation": "owl"}]}
     ref, _ = sparsa.prune(model, recipe, calibration=batch, inplace=False)
     rep = prune_checkpoint(src, tmp_path / "out", recipe, batch, {"source": str(src)})
     out, _, _ = load_pretrained(tmp_path / "out")
@@ -46,3 +51,59 @@ def test_blocks_leave_memory_after_they_are_written(tmp_path):
     loader.exit(names[0], block)
     assert all(p.device.type == "meta" for p in block.parameters())
     assert (tmp_path / "model-00001-of-00003.safetensors").is_file()
+
+
+def test_weights_outside_the_blocks_are_held_only_for_the_first_inputs(tmp_path, monkeypatch):
+    """Embeddings and head (here a 2000-token vocabulary: each larger than a block) are dropped once block 0's
+    inputs are captured and written back from the source in shards no larger than a block."""
+    from safetensors import safe_open
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=2000, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "src")
+    seen = []
+    enter = SafetensorsBlockLoader.enter
+
+    def spy(self, name, block):
+        seen.append({n: p.device.type for n, p in self.model.named_parameters() if not n.startswith("model.layers.")})
+        enter(self, name, block)
+
+    monkeypatch.setattr(SafetensorsBlockLoader, "enter", spy)
+    batch = {"input_ids": torch.randint(3, 2000, (4, 16), generator=torch.Generator().manual_seed(0))}
+    prune_checkpoint(tmp_path / "src", tmp_path / "out", {"prune": [{"method": "wanda", "sparsity": 0.5}]}, batch,
+                     {})
+    assert len(seen) == 3 and all(set(d.values()) == {"meta"} for d in seen)
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())["weight_map"]
+    shard_bytes: dict[str, int] = {}
+    for key, fname in index.items():
+        with safe_open(str(tmp_path / "out" / fname), "pt") as f:
+            t = f.get_tensor(key)
+        shard_bytes[fname] = shard_bytes.get(fname, 0) + t.numel() * t.element_size()
+    block_files = {index[k] for k in index if k.startswith("model.layers.")}
+    rest_files = set(shard_bytes) - block_files
+    largest_block = max(shard_bytes[f] for f in block_files)
+    assert len(rest_files) >= 2  # embeddings and head (each 2000 x 64 floats > one block) in separate shards
+    for f in rest_files:
+        keys = [k for k in index if index[k] == f]
+        assert len(keys) == 1 or shard_bytes[f] <= largest_block, (f, keys)
+    src, out = LlamaForCausalLM.from_pretrained(tmp_path / "src"), LlamaForCausalLM.from_pretrained(tmp_path / "out")
+    for k in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"):
+        assert torch.equal(src.state_dict()[k], out.state_dict()[k])
+
+
+def test_read_tensor_in_chunks_equals_the_stored_tensor(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from sparsa.prune import lazy
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"big": torch.randn(37, 11, generator=g), "bf16": torch.randn(9, 5, generator=g).bfloat16(),
+               "scalar": torch.tensor(3.5), "vec": torch.randn(100, generator=g)}
+    save_file(tensors, str(tmp_path / "t.safetensors"))
+    monkeypatch.setattr(lazy, "_READ_CHUNK", 64)  # bytes: several chunks per tensor, rows split unevenly
+    for k, v in tensors.items():
+        got = lazy.read_tensor(tmp_path / "t.safetensors", k)
+        assert got.dtype == v.dtype and torch.equal(got, v), k

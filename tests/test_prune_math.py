@@ -216,3 +216,24 @@ def test_dsnot_with_the_hessian_guard_never_raises_any_rows_exact_error(structur
     assert torch.equal(k2.sum(1), keep.sum(1))
     unguarded, _ = dsnot(w, pruned, keep, s.mean, s.var, s.norm, structure)
     assert relative_error(w, new, s.hessian) <= relative_error(w, unguarded, s.hessian) + 1e-9
+
+
+def test_inverse_hessian_factor_float32_and_float64_fallback():
+    """U^T U = (H + damp * mean(diag H) I)^-1 in float32; a damped Hessian too ill-conditioned for a float32
+    Cholesky (rank 4 of 512, damp 1e-6: float32 rounding is ~1e-5 of the diagonal, float64's ~1e-13) is
+    factorised in float64; a matrix no precision can factorise is one clear error."""
+    from sparsa.prune.sparsegpt import inverse_hessian_factor
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 48, generator=g)
+    h = x.T @ x
+    u = inverse_hessian_factor(h, 0.01)
+    assert u.dtype == torch.float32 and torch.equal(u, u.triu())
+    ref = torch.linalg.inv(h.double() + 0.01 * h.diag().double().mean() * torch.eye(48, dtype=torch.float64))
+    torch.testing.assert_close((u.mT @ u).double(), ref, rtol=1e-4, atol=1e-6)
+
+    low = torch.randn(4, 512, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u64 = inverse_hessian_factor((low.T @ low).float(), 1e-6)
+    assert u64.dtype == torch.float64 and bool(torch.isfinite(u64).all())
+    with pytest.raises(torch.linalg.LinAlgError, match="not positive definite even in float64"):
+        inverse_hessian_factor(-torch.eye(8), 0.01)

@@ -21,7 +21,7 @@ from ..structure import StructureLike, parse_structure
 from .allocation import erk_sparsities, outlier_ratio, owl_sparsities
 from .calibration import CalibrationConfig, build_batches
 from .experts import eager_experts, expert_params
-from .engine import BlockLoader, Outcome, Plan, block_wanda_metrics, prune_modules, prune_one
+from .engine import BlockLoader, Outcome, Plan, block_wanda_metrics, prune_modules, prune_one, prune_without_data
 from .methods import METHODS, MissingCalibrationError, get_method
 from .recipe import Recipe, RecipeEntry, load_recipe
 
@@ -214,7 +214,7 @@ def prune(
     plans = plan_modules(model, recipe)
     if calibration is None:
         _allocate(model, recipe, plans, None, loader, progress)
-        outcomes = [prune_one(p, None) for p in plans]
+        outcomes = [prune_one(p, None) for p in plans] if loader is None else prune_without_data(model, plans, loader)
     else:
         is_text = isinstance(calibration, (str, os.PathLike)) or (
             isinstance(calibration, (list, tuple)) and bool(calibration) and isinstance(calibration[0], str))

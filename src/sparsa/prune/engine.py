@@ -15,9 +15,9 @@ For each block:
 4. the block is run once more to produce the next block's inputs; an optional loader brings the block's
    weights in before and takes them out after (bounded memory, see prune/lazy.py).
 
-Padding tokens (attention mask 0) never enter the statistics. Peak memory: the model (or, with a loader, the
-non-block weights and one block), the calibration hidden states of one block boundary, and one stage's
-X^T X matrices.
+Padding tokens (attention mask 0) never enter the statistics. Peak memory: the model (or, with a loader, one
+block: the loader holds the non-block weights only while block 0's inputs are captured), the calibration
+hidden states of one block boundary, one stage's X^T X matrices and one module's pruning working set.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ from ..structure import Structure
 from .blocks import BlockCall, capture_first_block, find_blocks, forward_extras, run_block
 from .dsnot import dsnot as dsnot_refine
 from .experts import ExpertInputs, expert_slice
+from .heap import release_freed_memory
 from .methods import Method
 from .stats import InputStats, relative_error
 
-__all__ = ["Plan", "Outcome", "BlockLoader", "walk_blocks", "prune_modules", "gather_stats", "prune_one"]
+__all__ = ["Plan", "Outcome", "BlockLoader", "walk_blocks", "prune_modules", "prune_without_data", "gather_stats",
+           "prune_one"]
 
 log = logging.getLogger("sparsa.prune")
 
@@ -84,6 +86,8 @@ class Outcome:
 
 
 class BlockLoader(Protocol):
+    def load_rest(self) -> None: ...  # bring the weights outside the blocks in (to compute block 0's inputs)
+    def drop_rest(self) -> None: ...  # and drop them once those inputs are captured
     def enter(self, name: str, block: nn.Module) -> None: ...  # bring the block's weights in
     def exit(self, name: str, block: nn.Module) -> None: ...  # save the (pruned) block, then drop it
     def drop(self, name: str, block: nn.Module) -> None: ...  # drop it unsaved (measuring passes)
@@ -265,7 +269,11 @@ def walk_blocks(
     was_training = model.training
     model.eval()
     try:
+        if loader is not None:
+            loader.load_rest()
         calls = capture_first_block(model, blocks[0][1], batches)
+        if loader is not None:
+            loader.drop_rest()
         bar = None
         if progress:
             from rich.console import Console
@@ -324,6 +332,8 @@ def prune_modules(
             stats = gather_stats(block, calls, stage)
             for p in stage:
                 outcomes[p.name] = prune_one(p, stats[p.name])
+                if loader is not None:  # bounded memory: the module's working set is freed, give it back
+                    release_freed_memory()
 
     walk_blocks(model, batches, visit, sequential=sequential, loader=loader,
                 progress="pruning" if progress else None)
@@ -331,8 +341,7 @@ def prune_modules(
     rest = [p for p in plans if p.name not in inside]
     if rest:  # modules outside the blocks (e.g. a head someone chose to prune): one full-model pass
         if loader is not None:
-            raise ValueError(f"modules outside the transformer blocks cannot be pruned in bounded-memory mode: "
-                             f"{', '.join(p.name for p in rest)}")
+            _refuse_outside(rest)
         col = _Collector(rest)
         extras = forward_extras(model)
         with col:
@@ -342,6 +351,29 @@ def prune_modules(
                 model(**b, **extras)
         for p in rest:
             outcomes[p.name] = prune_one(p, col.stats[p.name])
+    return [outcomes[p.name] for p in plans]
+
+
+def _refuse_outside(rest: list[Plan]) -> None:
+    raise ValueError(f"modules outside the transformer blocks cannot be pruned in bounded-memory mode: "
+                     f"{', '.join(p.name for p in rest)}")
+
+
+@torch.no_grad()
+def prune_without_data(model: nn.Module, plans: list[Plan], loader: BlockLoader) -> list[Outcome]:
+    """Data-free methods (magnitude) in bounded-memory mode: each block is read, pruned, written and dropped;
+    no forward pass runs."""
+    outcomes: dict[str, Outcome] = {}
+    blocks = find_blocks(model)
+    rest = [p for p in plans if not any(_in_block(p.name, n) for n, _ in blocks)]
+    if rest:
+        _refuse_outside(rest)
+    for bname, block in blocks:
+        loader.enter(bname, block)
+        for p in plans:
+            if _in_block(p.name, bname):
+                outcomes[p.name] = prune_one(p, None)
+        loader.exit(bname, block)
     return [outcomes[p.name] for p in plans]
 
 
@@ -381,6 +413,12 @@ class _ReadOnly:
 
     def __init__(self, loader: BlockLoader):
         self.loader = loader
+
+    def load_rest(self) -> None:
+        self.loader.load_rest()
+
+    def drop_rest(self) -> None:
+        self.loader.drop_rest()
 
     def enter(self, name: str, block: nn.Module) -> None:
         self.loader.enter(name, block)

@@ -1,10 +1,13 @@
-"""Pruning a model larger than the memory allowed: the model is built on the meta device (no weights), the
-non-block weights (embeddings, final norm, head) are read from the safetensors checkpoint, and each
-transformer block's weights are read when the calibration walk reaches it and written out (pruned) and
-dropped when it leaves, so peak memory is about one block plus the calibration activations.
+"""Pruning a model larger than the memory allowed: the model is built on the meta device (no weights); the
+non-block weights (embeddings, final norm, head) are read from the safetensors checkpoint only while the
+calibration walk computes the first block's inputs, and each transformer block's weights are read when the
+walk reaches it and written out (pruned) and dropped when it leaves, so peak memory is about one block plus
+the calibration activations and one module's pruning working set. (The embeddings and head of a large-vocabulary
+model weigh as much as a block or more, so they are not kept for the whole run.)
 
-The output is a sharded Hugging Face folder (one shard per block plus one for the rest, with
-``model.safetensors.index.json``), written beside the destination and renamed into place when complete. The
+The output is a sharded Hugging Face folder (one shard per block, then the non-block weights copied unchanged
+from the source in shards no larger than a block, with ``model.safetensors.index.json``), written beside the
+destination and renamed into place when complete. The
 checkpoint's own key names are kept, so ``from_pretrained`` loads the result like any other checkpoint.
 Checkpoints whose keys need transformers' load-time renaming (e.g. per-expert MoE weights fused on load) are
 not supported here: the error names the first weight that could not be found.
@@ -13,6 +16,7 @@ not supported here: the error names the first weight that could not be found.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -21,7 +25,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .heap import release_freed_memory
+
 __all__ = ["checkpoint_bytes", "skeleton", "SafetensorsBlockLoader", "prune_checkpoint"]
+
+# bytes per element of the safetensors dtype names (shard planning reads headers only)
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+                "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 def _index(folder: Path) -> dict[str, Path]:
@@ -60,34 +70,81 @@ def skeleton(folder: str | os.PathLike) -> nn.Module:
     return model.eval()
 
 
+_READ_CHUNK = 32 * 2**20  # bytes copied per opening of the file
+
+
+def read_tensor(file: Path, key: str) -> torch.Tensor:
+    """One tensor of a safetensors file, copied into process memory ``_READ_CHUNK`` bytes at a time.
+
+    safetensors hands out tensors backed by a mapping of the file; copying a whole one held its mapped pages
+    and the copy at once (a 250 MiB embedding matrix cost 500 MiB), and a mapping kept open keeps every page
+    read through it resident. Each chunk is therefore read through its own opening of the file, so at most
+    one chunk of mapped pages is resident beside the copy.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as h:
+        t = h.get_tensor(key)  # mapped, not read: no page is touched yet
+        if t.dim() == 0 or t.numel() * t.element_size() <= _READ_CHUNK:
+            return t.clone()
+        out = torch.empty(t.shape, dtype=t.dtype)
+        step = max(1, _READ_CHUNK // (t[0].numel() * t.element_size()))
+        del t
+    for r0 in range(0, out.shape[0], step):
+        with safe_open(str(file), "pt") as h:
+            src = h.get_tensor(key)
+            out[r0 : r0 + step].copy_(src[r0 : r0 + step])
+            del src
+    return out
+
+
 class SafetensorsBlockLoader:
     """Brings a meta-device model's weights in from a safetensors checkpoint, block by block, and writes each
-    block out once pruned. Use ``load_rest()`` first, then pass it as the engine's loader, then ``finish()``."""
+    block out once pruned. Pass it as the engine's loader (which calls ``load_rest``/``drop_rest`` around the
+    capture of the first block's inputs and ``enter``/``exit`` per block), then call ``finish()``."""
 
     def __init__(self, model: nn.Module, folder: Path, out_dir: Path, block_names: list[str]):
         self.model, self.folder, self.out_dir = model, folder, out_dir
         self.files = _index(folder)
         self.prefix = getattr(model, "base_model_prefix", "") or ""
         self.blocks = block_names
-        self.n_shards = len(block_names) + 1
+        self.rest_shards = self._plan_rest()
+        self.n_shards = len(block_names) + len(self.rest_shards)
         self.weight_map: dict[str, str] = {}
         self.total = 0
         self.written: set[str] = set()
 
-    def _read(self, keys: list[str]) -> dict[str, torch.Tensor]:
-        """The tensors of ``keys``, copied into process memory; each file is opened only for the read, so
-        that none of its pages stays mapped (and counted as resident) after the block is done."""
+    def _plan_rest(self) -> list[list[str]]:
+        """The checkpoint keys outside every block, grouped in file order into shards of at most one block's
+        bytes (or one tensor, if a single tensor is larger), so that writing them holds no more than a block."""
         from safetensors import safe_open
 
-        out: dict[str, torch.Tensor] = {}
-        by_file: dict[Path, list[str]] = {}
-        for k in keys:
-            by_file.setdefault(self.files[k], []).append(k)
-        for f, ks in by_file.items():
+        inside = tuple(b + "." for b in self.blocks)
+        names = {k: (k, f"{self.prefix}.{k}", k.removeprefix(self.prefix + ".")) for k in self.files}
+        nbytes: dict[str, int] = {}
+        for f in dict.fromkeys(self.files.values()):
             with safe_open(str(f), "pt") as h:
-                for k in ks:
-                    out[k] = h.get_tensor(k).clone()
-        return out
+                for k in h.keys():
+                    sl = h.get_slice(k)
+                    nbytes[k] = math.prod(sl.get_shape()) * _DTYPE_BYTES.get(sl.get_dtype(), 4)
+        block_bytes = [sum(n for k, n in nbytes.items() if any(v.startswith(b + ".") for v in names[k]))
+                       for b in self.blocks]
+        cap = max(block_bytes, default=0)
+        shards: list[list[str]] = []
+        size = 0
+        for k in self.files:
+            if any(v.startswith(inside) for v in names[k]):
+                continue
+            if not shards or (size + nbytes[k] > cap and shards[-1]):
+                shards.append([])
+                size = 0
+            shards[-1].append(k)
+            size += nbytes[k]
+        return shards
+
+    def _read(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        """The tensors of ``keys``, copied into process memory (see ``read_tensor``)."""
+        return {k: read_tensor(self.files[k], k) for k in keys}
 
     def _key(self, name: str) -> str:
         p = self.prefix + "."
@@ -131,10 +188,15 @@ class SafetensorsBlockLoader:
             self._assign(module, local, data[key])
 
     def load_rest(self) -> None:
-        """Read every weight outside the blocks (embeddings, norms, head) and re-tie tied weights."""
+        """Read every weight outside the blocks (embeddings, norms) that is not in memory, and re-tie tied
+        weights. An untied output head is left out: it runs after the blocks, never to compute their inputs,
+        and ``finish`` copies it from the source (for a 32000-token vocabulary it is as large as a block)."""
         inside = tuple(b + "." for b in self.blocks)
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
         todo = []
         for name, mod in self.model.named_modules():
+            if mod is head:
+                continue
             for pname, p in list(mod._parameters.items()):
                 full = f"{name}.{pname}" if name else pname
                 if p is None or full.startswith(inside) or p.device.type != "meta":
@@ -148,9 +210,23 @@ class SafetensorsBlockLoader:
             mod._parameters[pname] = nn.Parameter(data[key], requires_grad=False)
         if hasattr(self.model, "tie_weights"):
             self.model.tie_weights()
-        left = [n for n, p in self.model.named_parameters() if p.device.type == "meta" and not n.startswith(inside)]
+        skipped = {id(p) for p in head.parameters()} if head is not None else set()
+        left = [n for n, p in self.model.named_parameters()
+                if p.device.type == "meta" and not n.startswith(inside) and id(p) not in skipped]
         if left:
             raise KeyError(f"weights not found in the checkpoint of '{self.folder}': {', '.join(left[:5])}")
+
+    def drop_rest(self) -> None:
+        """Put the weights outside the blocks back on the meta device: once the first block's inputs are
+        captured the walk does not need them, and ``finish`` copies them from the source."""
+        inside = tuple(b + "." for b in self.blocks)
+        for name, mod in self.model.named_modules():
+            if name.startswith(inside) or name in self.blocks:
+                continue
+            for pname, p in list(mod._parameters.items()):
+                if p is not None and p.device.type != "meta":
+                    mod._parameters[pname] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+        release_freed_memory()
 
     def enter(self, name: str, block: nn.Module) -> None:
         self._load(name, block, only_missing=True)
@@ -186,24 +262,22 @@ class SafetensorsBlockLoader:
             for pname, p in list(mod._parameters.items()):
                 if p is not None:
                     mod._parameters[pname] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
-        _trim()
-
+        release_freed_memory()
 
     def finish(self) -> None:
-        """Write every checkpoint key not yet written (the non-block weights) and the shard index."""
-        state = {}
-        named = dict(self.model.named_parameters(remove_duplicate=False))
-        named.update(dict(self.model.named_buffers()))
-        for k in self.files:
-            if k in self.written:
-                continue
-            src = next((n for n in (k, f"{self.prefix}.{k}", k.removeprefix(self.prefix + ".")) if n in named), None)
-            if src is None:
-                raise KeyError(f"checkpoint key '{k}' has no matching weight in the model")
-            state[k] = named[src].detach()
-        self._write(self.n_shards, state)
+        """Write the weights outside the blocks (copied unchanged from the source: bounded-memory pruning
+        never changes them), one planned shard at a time, and the shard index."""
+        left = [k for shard in self.rest_shards for k in shard if k in self.written]
+        if left:
+            raise RuntimeError(f"checkpoint keys written twice (inside and outside the blocks): {left[:5]}")
+        for i, keys in enumerate(self.rest_shards):
+            self._write(len(self.blocks) + 1 + i, self._read(keys))
+        missing = [k for k in self.files if k not in self.written]
+        if missing:
+            raise KeyError(f"checkpoint keys of '{self.folder}' that were not written: {', '.join(missing[:5])}")
         (self.out_dir / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": self.total}, "weight_map": self.weight_map}, indent=2) + "\n")
+        release_freed_memory()
 
 
 def prune_checkpoint(folder: str | os.PathLike, out: str | os.PathLike, recipe, calibration, metadata: dict,
@@ -226,7 +300,6 @@ def prune_checkpoint(folder: str | os.PathLike, out: str | os.PathLike, recipe, 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         loader = SafetensorsBlockLoader(model, folder, tmp, blocks)
-        loader.load_rest()
         model, report = prune(model, recipe, calibration=calibration, tokenizer=tokenizer, loader=loader,
                               progress=progress)
         loader.finish()
@@ -246,14 +319,3 @@ def prune_checkpoint(folder: str | os.PathLike, out: str | os.PathLike, recipe, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
-
-
-def _trim() -> None:
-    """Hand freed heap memory back to the OS (glibc keeps large freed blocks otherwise, and a block-sized
-    allocation per block would ratchet the resident size up)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

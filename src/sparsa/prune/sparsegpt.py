@@ -14,6 +14,8 @@ w^2 / [H^-1]_jj^2, column block by column block, so that it sees the updates mad
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..masks import mask_from_scores
@@ -21,21 +23,51 @@ from ..structure import NM, Block, StructureLike, parse_structure
 
 __all__ = ["sparsegpt", "inverse_hessian_factor"]
 
+log = logging.getLogger("sparsa.prune")
 
-def inverse_hessian_factor(hessian: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+
+def inverse_hessian_factor(hessian: torch.Tensor, damp: float = 0.01,
+                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Upper Cholesky factor U of (H + damp * mean(diag H) * I)^-1, so that U[i, i:] / U[i, i] is the OBS
     update row for column i once the columns before it are gone (what makes the sweep exact and cheap).
 
     Inputs that were never active (zero diagonal) get a unit diagonal: their weights have no effect on the
     calibration outputs, so any value is as good as another and the factorisation stays defined.
+
+    Computed in ``dtype`` (float32, as the published SparseGPT does: the (in, in) working set is the largest
+    allocation of pruning, 462 MiB for a 7B model's 11008-column down projection, and float64 doubled it
+    without changing the result measurably: all-MiniLM-L6-v2 SparseGPT 50% mean cosine 0.9151 float32 /
+    0.9155 float64, 2:4 0.8480 / 0.8469); where a float32 factorisation fails (a damped Hessian too
+    ill-conditioned for it) it is redone in float64. Returns a column-major (in, in) view of ``dtype``.
     """
-    h = hessian.double().clone()  # (in, in); float64: Cholesky of a 1%-damped Gram matrix is ill-conditioned
+    u = _factor(hessian, damp, dtype)
+    if u is None and dtype != torch.float64:
+        log.info("SparseGPT: the %s Cholesky factorisation failed; retrying in float64", dtype)
+        u = _factor(hessian, damp, torch.float64)
+    if u is None:
+        raise torch.linalg.LinAlgError(
+            "SparseGPT: the damped Hessian is not positive definite even in float64; raise the dampening "
+            "(damp, default 0.01) or use more calibration tokens")
+    return u
+
+
+def _factor(hessian: torch.Tensor, damp: float, dtype: torch.dtype) -> torch.Tensor | None:
+    # The three factorisations run in place on the column-major view of one copy (the matrix is symmetric, so
+    # its transpose is itself): LAPACK works column-major, and on a row-major matrix torch makes a working copy
+    # for each call, which held four (in, in) matrices at the peak instead of one.
+    h = hessian.to(dtype, copy=True)  # (in, in)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     lam = damp * torch.diag(h).mean()
     h.diagonal().add_(lam)
-    hinv = torch.cholesky_inverse(torch.linalg.cholesky(h))
-    return torch.linalg.cholesky(hinv, upper=True)
+    t = h.mT  # column-major view of the same storage
+    info = torch.empty((), dtype=torch.int32)
+    torch.linalg.cholesky_ex(t, out=(t, info))  # lower factor L of H
+    if int(info) != 0:
+        return None
+    torch.cholesky_inverse(t, out=t)  # H^-1 from L
+    torch.linalg.cholesky_ex(t, upper=True, out=(t, info))  # upper factor U of H^-1
+    return t if int(info) == 0 else None
 
 
 @torch.no_grad()
@@ -61,8 +93,8 @@ def sparsegpt(
     unit = st.m if isinstance(st, NM) else st.cols if isinstance(st, Block) else 1
     bs = max(unit, (blocksize // unit) * unit)  # column blocks hold whole N:M groups and whole blocks
 
-    w = weight.detach().double().clone()  # (out, in)
-    u = inverse_hessian_factor(hessian, damp)  # (in, in) upper
+    u = inverse_hessian_factor(hessian, damp)  # (in, in) upper, float32 (float64 where float32 failed)
+    w = weight.detach().to(u.dtype, copy=True)  # (out, in); the sweep runs in the factor's precision
     keep = torch.ones(out_f, in_f, dtype=torch.bool) if mask is None else mask.clone().bool()
 
     for i1 in range(0, in_f, bs):
@@ -86,6 +118,6 @@ def sparsegpt(
             w1[:, i] = q
             err1[:, i] = e
         w[:, i1:i2] = w1
-        w[:, i2:] -= err1 @ u[i1:i2, i2:]  # lazy update of every later column, once per block
+        w[:, i2:].addmm_(err1, u[i1:i2, i2:], alpha=-1)  # lazy update of every later column, once per block
     w *= keep
     return w.to(weight.dtype), keep
