@@ -127,3 +127,31 @@ def test_block_property(block, br, bc, sparsity, seed):
     # every block is all-kept or all-pruned, and the count of pruned blocks is exact
     assert (kb.all(dim=3).all(dim=1) == kb.any(dim=3).any(dim=1)).all()
     assert int((~kb.any(dim=3).any(dim=1)).sum()) == round(sparsity * br * bc)
+
+
+@given(rows=st.integers(1, 30), cols=st.integers(1, 30), sparsity=st.floats(0.0, 1.0), levels=st.integers(1, 6),
+       scope=st.sampled_from(["tensor", "row"]), seed=st.integers(0, 2**16))
+@settings(max_examples=80, deadline=None)
+def test_selection_equals_a_stable_full_sort(rows, cols, sparsity, levels, scope, seed):
+    """The threshold rule (tensor) and the row chunks (row, a chunk of a few rows forced) prune exactly what a
+    stable ascending argsort of the whole matrix prunes, ties included (few score levels = many ties)."""
+    from sparsa import masks
+
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randint(0, levels, (rows, cols), generator=g).float() + 0.5 * torch.rand(rows, cols, generator=g) * (
+        levels > 4)
+    ref = torch.ones(rows * cols if scope == "tensor" else (rows, cols), dtype=torch.bool)
+    if scope == "tensor":
+        k = int(round(sparsity * rows * cols))
+        ref[torch.argsort(s.reshape(-1), stable=True)[:k]] = False
+        ref = ref.view(rows, cols)
+    else:
+        k = int(round(sparsity * cols))
+        ref.scatter_(1, torch.argsort(s, dim=1, stable=True)[:, :k], False)
+    old = masks._CHUNK
+    masks._CHUNK = 2 * cols  # two rows per chunk
+    try:
+        got = mask_from_scores(s, "unstructured", sparsity, scope=scope)
+    finally:
+        masks._CHUNK = old
+    assert torch.equal(got, ref)

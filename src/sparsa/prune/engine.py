@@ -227,14 +227,19 @@ def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[list[P
 def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
     """Prune one module in place from its statistics (None for data-free methods without calibration)."""
     w = plan.weight()  # (out, in) view of the parameter
-    dense = w.detach().float().clone()
+    # the weight itself (no copy for float32 weights): it is read, never written, until the final copy_ below;
+    # methods and DSnoT do not modify their input (a method that returns it is cloned before the masking)
+    dense = w.detach().float()
     new, keep = plan.method.run(dense, stats, plan.structure, plan.sparsity, plan.scope)
     if plan.dsnot:
         new, keep = dsnot_refine(dense, new, keep, stats.mean, stats.var, stats.norm, plan.structure,
                                  hessian=stats.hessian)
         if plan.method.refit is not None:  # DSnoT grew dense values back: re-solve the kept weights (OBS)
             new = plan.method.refit(dense, stats, plan.structure, keep)
-    new = new.float() * keep
+    new = new.float()
+    if new.data_ptr() == dense.data_ptr():  # a method may hand back its input: never zero the dense reference
+        new = new.clone()
+    new.masked_fill_(~keep, 0)  # in place: pruning a wide module holds several (out, in) copies already
     err = relative_error(dense, new, stats.hessian) if stats is not None and stats.hessian is not None else None
     w.copy_(new.to(w.dtype))
     if plan.param is None:  # a fused expert parameter holds many slices: its structure is in the report

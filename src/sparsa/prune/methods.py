@@ -51,7 +51,7 @@ PruneFn = Callable[[torch.Tensor, "InputStats | None", Structure, float, str], "
 def _by_scores(score: Callable[[torch.Tensor, "InputStats | None"], torch.Tensor]) -> PruneFn:
     def run(w, stats, st, sp, scope):
         keep = mask_from_scores(score(w, stats), st, sp, scope=scope)
-        return w * keep.to(w.dtype), keep
+        return w.masked_fill(~keep, 0), keep
 
     return run
 
