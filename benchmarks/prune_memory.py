@@ -33,7 +33,7 @@ def rss_mib(field: str) -> float:
     return float("nan")
 
 
-def child(mode: str, src: str, out: str, cap: str) -> None:
+def child(mode: str, src: str, out: str, method: str) -> None:
     import torch
 
     import sparsa
@@ -47,7 +47,7 @@ def child(mode: str, src: str, out: str, cap: str) -> None:
     base = rss_mib("VmRSS")
     g = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(0, 8000, (32, 128), generator=g)}
-    recipe = {"prune": [{"method": "sparsegpt", "sparsity": 0.5}], "calibration": {"batch_size": 8}}
+    recipe = {"prune": [{"method": method, "sparsity": 0.5}], "calibration": {"batch_size": 8}}
     t = time.perf_counter()
     if mode == "whole":
         m, tok, _ = load_pretrained(src)
@@ -62,7 +62,9 @@ def child(mode: str, src: str, out: str, cap: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--child", nargs=4, metavar=("MODE", "SRC", "OUT", "CAP"))
+    ap.add_argument("--child", nargs=4, metavar=("MODE", "SRC", "OUT", "METHOD"))
+    ap.add_argument("--method", default="sparsegpt", choices=["sparsegpt", "wanda", "magnitude"])
+    ap.add_argument("--modes", nargs="+", default=["whole", "blockwise"], choices=["whole", "blockwise"])
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--intermediate", type=int, default=2816)
@@ -89,8 +91,9 @@ def main() -> None:
     size = checkpoint_bytes(tmp / "src")
     res = {"checkpoint_mib": size / 2**20, "layers": args.layers, "hidden": args.hidden,
            "intermediate": args.intermediate, "vocab": args.vocab, "block_mib": block / 2**20, "runs": []}
-    for mode in ("whole", "blockwise"):
-        p = subprocess.run([sys.executable, __file__, "--child", mode, str(tmp / "src"), str(tmp / mode), "128MB"],
+    res["method"] = args.method
+    for mode in args.modes:
+        p = subprocess.run([sys.executable, __file__, "--child", mode, str(tmp / "src"), str(tmp / mode), args.method],
                            capture_output=True, text=True, check=True)
         r = json.loads(p.stdout.strip().splitlines()[-1])
         r["peak_above_baseline_mib"] = r["peak_mib"] - r["baseline_mib"]

@@ -39,9 +39,8 @@ def _prune_lowest(scores: torch.Tensor, fraction: float, scope: str) -> torch.Te
         keep = torch.ones(flat.numel(), dtype=torch.bool, device=scores.device)
         if k:
             # the k-th smallest score is the threshold: everything below it goes, and of the scores equal to
-            # it the lowest indices go first (what a stable ascending sort would prune). A full argsort held
-            # int64 indices and sort buffers of ~5x the scores' bytes, the largest allocation of pruning a
-            # 2048 x 5632 module with Wanda.
+            # it the lowest indices go first (what a stable ascending sort would prune). A full argsort holds
+            # int64 indices (twice the scores' bytes) and its sort buffers at once, for the largest modules.
             v = torch.kthvalue(flat, k).values
             keep = flat >= v
             ties = k - int((flat < v).sum())  # >= 1: the k-th smallest is itself one of the equal scores
