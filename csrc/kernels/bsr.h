@@ -8,7 +8,7 @@
 
 // Software prefetch distance, in blocks, for the xt rows of a later block. Hardware prefetchers cannot guess the
 // next block's column; measured at N = 128, 90%, 2 threads (interleaved A/B, same process): 3-16% faster on
-// 384x1536, where one thread's xt tile (393 KB) is far beyond L1; -6% to +7% (the noise of this machine) on
+// 384x1536, where one thread's xt tile (393 KB) is far beyond L1; -6% to +8% (the noise of this machine) on
 // 1536x384 and 3072x768; distance 4 measured 3-5% ahead of 8 on all three.
 constexpr int kBsrPrefetchBlocks = 4;
 
@@ -68,7 +68,7 @@ struct BsrTask {
     static constexpr int VV = tile_vectors<P>();
     static constexpr int NT = VV * S::W;
     static constexpr int G = R > 16 ? R : 16;  // output rows per task: whole 64-byte lines of y (see batched_tasks)
-    static constexpr int GB = G / R;                           // block-rows per task
+    static constexpr int GB = G / R;           // block-rows per task
     const SpmmArgs& a;
     const WT* vals;
     const IT* cols;
