@@ -156,3 +156,22 @@ def test_concurrent_calls_from_python_threads():
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k.format != "bsr" or k.block in ((4, 1), (16, 1))],
+                         ids=lambda k: k.name)
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_batched_thread_split_tokens_and_rows(kernel, threads):
+    """Batched calls share tokens among threads when each gets two vectors or more (and threads then take each
+    other's remaining tasks), rows otherwise: token counts on both sides of that line, uneven per-thread shares,
+    more threads than cores, against the reference."""
+    _skip_unavailable(kernel)
+    spec, (rm, cm) = _structure_for(kernel, (4, 1))
+    g = torch.Generator().manual_seed(11)
+    w = sparse_weight(48 * rm, 152, spec, None if spec == "2:4" else 0.8, g)
+    p = pack(w, spec, kernel.weight_dtype, format=kernel.format)
+    b = torch.randn(48 * rm, generator=g)
+    for n in (9, 31, 40, 80, 97, 200):
+        x = torch.randn(n, 152, generator=g)
+        y = spmm(p, x, b, kernel, threads=threads)
+        assert_close_to_reference(y, x, p.to_dense().float(), b, p.reference_matmul(x, b))

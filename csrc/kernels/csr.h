@@ -135,25 +135,15 @@ static void csr_batched(const SpmmArgs& a) {
     constexpr int64_t RT = kBitmaskTaskRows;
     const WT* vals = static_cast<const WT*>(a.values);
     const IT* cols = static_cast<const IT*>(a.col_idx);
-    const int64_t nv = round_up(a.n, S::W), ntiles = (nv + NT - 1) / NT, np = xt_stride(a.n);
-    const int64_t ntasks = (a.out + RT - 1) / RT;
-    float* xt = a.work;
-#pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
-    {
-        transpose_in(a.x, a.n, a.in, a.ldx, xt, np);
-        // token tile outer: consecutive tasks reuse one tile of xt while it sits in L2 (see bsr.h)
-#pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int64_t tile = 0; tile < ntiles; ++tile) {
-            for (int64_t task = 0; task < ntasks; ++task) {
-                alignas(64) float tmp[RT * NT];
-                const int64_t t0 = tile * NT, r0 = task * RT, rows = imin(a.out, r0 + RT) - r0;
-                const int vt = static_cast<int>(imin(NT, nv - t0) / S::W);
-                with_vectors<VV>(vt, CsrTask<WT, IT>{a, xt + t0, np, vals, cols, r0, rows, tmp, NT});
-                for (int64_t g = 0; g < rows; g += kRowGroup)
-                    store_out(a, tmp + g * NT, NT, imin(kRowGroup, rows - g), r0 + g, t0, imin(NT, a.n - t0));
-            }
-        }
-    }
+    const int64_t np = xt_stride(a.n), ntasks = (a.out + RT - 1) / RT;
+    batched_tasks<NT>(a, ntasks, [&](const float* xtile, int64_t t0, int vt, int64_t task) {
+        alignas(64) float tmp[RT * NT];
+        const int64_t r0 = task * RT, rows = imin(a.out, r0 + RT) - r0;
+        with_vectors<VV>(vt, CsrTask<WT, IT>{a, xtile, np, vals, cols, r0, rows, tmp, NT});
+        const int64_t tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
+        for (int64_t g = 0; g < rows; g += kRowGroup)
+            store_out(a, tmp + g * NT, NT, imin(kRowGroup, rows - g), r0 + g, t0, tn);
+    });
 }
 
 template <class WT>

@@ -5,11 +5,16 @@
 // ISA unit (that would run avx512 instructions on a CPU without them).
 #include <immintrin.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "../attn_args.h"
 #include "../spmm_args.h"

@@ -3,11 +3,16 @@
 // Everything below the system headers lives in namespace sparsa::isa_scalar, including the SIMD trait: inline
 // functions compiled here with scalar flags must never be merged by the linker with same-named code of another
 // ISA unit (that would run scalar instructions on a CPU without them).
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "../attn_args.h"
 #include "../spmm_args.h"

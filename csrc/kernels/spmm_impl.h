@@ -6,7 +6,7 @@
 // thread pool instead of two pools competing for the same cores.
 //
 // Expects, before inclusion: `S` and the headers <cmath>, <cstdint>, <cstring>, <limits>, <vector>, spmm_args.h,
-// attn_args.h (and <immintrin.h> on x86).
+// attn_args.h (and <immintrin.h> on x86, <omp.h> when built with OpenMP).
 #include "vmath.h"
 #include "common.h"
 #include "bsr.h"
