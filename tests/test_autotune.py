@@ -57,6 +57,13 @@ def test_choices_are_cached_in_memory_and_on_disk(monkeypatch, tmp_path):
     autotune._memory.clear()
     autotune._loaded = False
     assert autotune.choose(prep, dense, 128, threads=1).kernel == c1.kernel and len(calls) == 1
+    # a rebuilt extension (another build signature) measures again instead of trusting the file
+    autotune._memory.clear()
+    autotune._loaded = False
+    monkeypatch.setattr(autotune, "_build_signature", lambda: "another-build")
+    autotune.choose(prep, dense, 128, threads=1)
+    assert len(calls) == 2
+    assert json.loads((tmp_path / "autotune.json").read_text())["build"] == "another-build"
 
 
 def test_a_damaged_cache_file_is_ignored(monkeypatch, tmp_path):

@@ -52,6 +52,17 @@ def _cpu_signature() -> str:
     return f"{platform.machine()}|{os.cpu_count()}|{feats}"
 
 
+def _build_signature() -> str:
+    """The compiled kernels this process runs (size and modification time of the extension): a rebuilt
+    extension, e.g. a development build whose kernels changed, measures again instead of reusing choices made
+    for other code."""
+    try:
+        st = os.stat(_C.__file__)
+    except (OSError, AttributeError, TypeError):
+        return "unknown"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _key(packed: PackedWeight, n: int, threads: int) -> str:
     out, inp = packed.shape
     sp = round(packed.sparsity * 20) / 20
@@ -86,7 +97,7 @@ def _load() -> None:
     if data.get("version") == _FORMAT_VERSION and data.get("cpu") == _cpu_signature():
         from .. import __version__
 
-        if data.get("sparsa") == __version__:
+        if data.get("sparsa") == __version__ and data.get("build") == _build_signature():
             _memory.update(data.get("choices", {}))
 
 
@@ -98,7 +109,8 @@ def _save() -> None:
 
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"version": _FORMAT_VERSION, "sparsa": __version__, "cpu": _cpu_signature(), "choices": _memory}
+        payload = {"version": _FORMAT_VERSION, "sparsa": __version__, "cpu": _cpu_signature(),
+                   "build": _build_signature(), "choices": _memory}
         fd, tmp = tempfile.mkstemp(prefix=".autotune.", dir=p.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f)
