@@ -68,9 +68,10 @@ class InputStats:
 def relative_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor, rows: int = 256) -> float:
     """||W X^T - W' X^T||_F^2 / ||W X^T||_F^2 computed exactly from H = X^T X (no activations kept).
 
-    Both quadratic forms are summed ``rows`` output rows at a time against the float32 H, in float64: the
-    products are (rows, in), so the check adds almost nothing to the peak memory of pruning (a float64 copy of
-    H and two (out, in) products held four matrices of the module's size for a number that is logged).
+    Both quadratic forms are computed ``rows`` output rows at a time against the float32 H (products in
+    float32, their sums in float64): the products are (rows, in), so the check adds almost nothing to the peak
+    memory of pruning (a float64 copy of H and two (out, in) products held four matrices of the module's size
+    for a number that is logged).
     """
     h = hessian.float()
     num = torch.zeros((), dtype=torch.float64)
