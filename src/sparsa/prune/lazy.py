@@ -16,7 +16,6 @@ not supported here: the error names the first weight that could not be found.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -28,10 +27,6 @@ from torch import nn
 from .heap import release_freed_memory
 
 __all__ = ["checkpoint_bytes", "skeleton", "SafetensorsBlockLoader", "prune_checkpoint"]
-
-# bytes per element of the safetensors dtype names (shard planning reads headers only)
-_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
-                "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 def _index(folder: Path) -> dict[str, Path]:
@@ -125,8 +120,9 @@ class SafetensorsBlockLoader:
         for f in dict.fromkeys(self.files.values()):
             with safe_open(str(f), "pt") as h:
                 for k in h.keys():
-                    sl = h.get_slice(k)
-                    nbytes[k] = math.prod(sl.get_shape()) * _DTYPE_BYTES.get(sl.get_dtype(), 4)
+                    t = h.get_tensor(k)  # mapped, not read (see read_tensor): only its size is used
+                    nbytes[k] = t.numel() * t.element_size()
+                    del t
         block_bytes = [sum(n for k, n in nbytes.items() if any(v.startswith(b + ".") for v in names[k]))
                        for b in self.blocks]
         cap = max(block_bytes, default=0)
