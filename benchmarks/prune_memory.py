@@ -33,7 +33,64 @@ def rss_mib(field: str) -> float:
     return float("nan")
 
 
-def child(mode: str, src: str, out: str, method: str) -> None:
+def heap_mib() -> dict:
+    """glibc's own accounting (mallinfo2): bytes in use in the heap, free bytes it holds, bytes in separate
+    mappings (large tensors); empty where unavailable."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    return {"heap_in_use": m.uordblks / 2**20, "heap_free": m.fordblks / 2**20, "mapped": m.hblkhd / 2**20}
+
+
+class PeakTracer:
+    """Samples the resident size every few milliseconds and remembers which step of pruning (the last log
+    line of sparsa.prune: the module just pruned) was running when it peaked. A record of when, not a claim
+    of what: the peak comes from whatever is live at that moment."""
+
+    def __init__(self, every_s: float = 0.005):
+        import logging
+        import threading
+
+        self.every_s, self.last, self.peak, self.at, self.heap = every_s, "start", 0.0, "start", {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        tracer = self
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                tracer.last = record.getMessage()[:90]
+
+        logger = logging.getLogger("sparsa.prune")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(Handler())
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every_s):
+            now = rss_mib("VmRSS")
+            if now > self.peak:
+                self.peak, self.at, self.heap = now, f"after: {self.last}", heap_mib()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def child(mode: str, src: str, out: str, method: str, trace: bool = False) -> None:
+    import contextlib
+
     import torch
 
     import sparsa
@@ -48,21 +105,28 @@ def child(mode: str, src: str, out: str, method: str) -> None:
     g = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(0, 8000, (32, 128), generator=g)}
     recipe = {"prune": [{"method": method, "sparsity": 0.5}], "calibration": {"batch_size": 8}}
+    tracer = PeakTracer() if trace else None
     t = time.perf_counter()
-    if mode == "whole":
-        m, tok, _ = load_pretrained(src)
-        m, rep = sparsa.prune(m, recipe, calibration=batch)
-        save_pruned(m, tok, out, {"source": src}, source=src)
-    else:
-        rep = prune_checkpoint(src, out, recipe, batch, {"source": src})
+    with tracer or contextlib.nullcontext():
+        if mode == "whole":
+            m, tok, _ = load_pretrained(src)
+            m, rep = sparsa.prune(m, recipe, calibration=batch)
+            save_pruned(m, tok, out, {"source": src}, source=src)
+        else:
+            rep = prune_checkpoint(src, out, recipe, batch, {"source": src})
     secs = time.perf_counter() - t
-    print(json.dumps({"mode": mode, "seconds": secs, "baseline_mib": base, "peak_mib": rss_mib("VmHWM"),
-                      "achieved_sparsity": rep.achieved_sparsity}))
+    r = {"mode": mode, "seconds": secs, "baseline_mib": base, "peak_mib": rss_mib("VmHWM"),
+         "achieved_sparsity": rep.achieved_sparsity}
+    if tracer is not None:  # sampled, so a few MiB below VmHWM at most
+        r["sampled_peak_mib"], r["peak_during"], r["allocator_at_peak_mib"] = tracer.peak, tracer.at, tracer.heap
+    print(json.dumps(r))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", nargs=4, metavar=("MODE", "SRC", "OUT", "METHOD"))
+    ap.add_argument("--trace", action="store_true", help="also report during which step of pruning the resident "
+                                                         "size peaked (sampled every 5 ms)")
     ap.add_argument("--method", default="sparsegpt", choices=["sparsegpt", "wanda", "magnitude"])
     ap.add_argument("--modes", nargs="+", default=["whole", "blockwise"], choices=["whole", "blockwise"])
     ap.add_argument("--layers", type=int, default=12)
@@ -72,7 +136,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "prune_memory.json")
     args = ap.parse_args()
     if args.child:
-        child(*args.child)
+        child(*args.child, trace=args.trace)
         return
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -93,8 +157,8 @@ def main() -> None:
            "intermediate": args.intermediate, "vocab": args.vocab, "block_mib": block / 2**20, "runs": []}
     res["method"] = args.method
     for mode in args.modes:
-        p = subprocess.run([sys.executable, __file__, "--child", mode, str(tmp / "src"), str(tmp / mode), args.method],
-                           capture_output=True, text=True, check=True)
+        p = subprocess.run([sys.executable, __file__, "--child", mode, str(tmp / "src"), str(tmp / mode), args.method,
+                            *(["--trace"] if args.trace else [])], capture_output=True, text=True, check=True)
         r = json.loads(p.stdout.strip().splitlines()[-1])
         r["peak_above_baseline_mib"] = r["peak_mib"] - r["baseline_mib"]
         res["runs"].append(r)

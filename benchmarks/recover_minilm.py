@@ -12,6 +12,7 @@ Training text: benchmarks/data/wiki_sentences.txt + news_sentences.txt (``python
 
     flock /tmp/sparsa-cpu.lock python benchmarks/recover_minilm.py 50% --minutes 15
     flock /tmp/sparsa-cpu.lock python benchmarks/recover_minilm.py 2:4 --minutes 15       # one run per lock
+    flock /tmp/sparsa-cpu.lock python benchmarks/recover_minilm.py "80% 4x1 gmp" --minutes 60  # gradual route
 
 Results are merged into benchmarks/results/recover_minilm.json (one entry per setting); ``--table`` prints the
 Markdown table of everything recorded so far.
@@ -38,8 +39,11 @@ HERE = Path(__file__).parent
 WORK = HERE / "data" / "recover"
 RESULTS = HERE / "results" / "recover_minilm.json"
 SETTINGS = {"50%": ("unstructured", 0.5), "2:4": ("2:4", None), "80% 4x1": ("4x1", 0.8),
-            "90%": ("unstructured", 0.9)}
-TARGETS = {"50%": 0.97, "2:4": 0.95, "80% 4x1": 0.90}
+            "90%": ("unstructured", 0.9), "80% 4x1 gmp": ("4x1", 0.8)}
+# gradual routes: one-shot at a lower sparsity, then GMP (cubic) to the setting's sparsity during the first
+# GRADUAL[label][1] of the run, with distillation throughout; the saved checkpoint is one after the schedule
+GRADUAL = {"80% 4x1 gmp": (0.5, 0.6)}
+TARGETS = {"50%": 0.97, "2:4": 0.95, "80% 4x1": 0.90, "80% 4x1 gmp": 0.90}
 
 
 def slug(label: str) -> str:
@@ -60,6 +64,7 @@ def training_text() -> Path:
 def one_shot(b: Bench, label: str) -> tuple[Path, dict]:
     """Prune with SparseGPT and save the dense-with-zeros folder; its held-out fidelity."""
     st, sp = SETTINGS[label]
+    sp = GRADUAL[label][0] if label in GRADUAL else sp
     t = time.perf_counter()
     model, rep = sparsa.prune(copy.deepcopy(b.model), "sparsegpt", sp, st, calibration=str(MIX), tokenizer=b.tok,
                               calibration_config=b.cfg)
@@ -93,7 +98,10 @@ def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: 
 
     def monitor(model) -> dict:
         f = embedding_fidelity(b.ref, encode(model, b.tok, b.sents))
-        return {"heldout_cosine": f.cosine_mean, "heldout_nn": f.nn_agreement, "heldout_cosine_min": f.cosine_min}
+        w = [m.weight for _, m in sparsa.select_modules(model)]
+        zeros = sum(int((x == 0).sum()) for x in w) / sum(x.numel() for x in w)
+        return {"heldout_cosine": f.cosine_mean, "heldout_nn": f.nn_agreement, "heldout_cosine_min": f.cosine_min,
+                "sparsity": zeros}
 
     def on_event(kind: str, info: dict) -> None:
         if kind in ("timed", "replanned"):
@@ -101,22 +109,27 @@ def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: 
         elif kind == "eval":
             e = info["extra"]
             print(f"  {info['seconds'] / 60:5.1f} min step {info['step']:5d}: held-out cosine "
-                  f"{e['heldout_cosine']:.4f} NN {e['heldout_nn']:.3f} (job's valid cosine {info['metric']:.4f})",
-                  flush=True)
+                  f"{e['heldout_cosine']:.4f} NN {e['heldout_nn']:.3f} (job's valid cosine {info['metric']:.4f}), "
+                  f"sparsity {e['sparsity']:.3f}", flush=True)
 
     out = WORK / f"{slug(label)}-recovered"
+    gradual = {}
+    if label in GRADUAL:
+        st, sp = SETTINGS[label]
+        gradual = {"training": {"method": "gmp", "sparsity": sp, "structure": st, "init": "current"},
+                   "schedule_end": GRADUAL[label][1]}
     settings = RecoverSettings(minutes=minutes, eval_minutes=eval_minutes, lr=lr, batch_size=batch_size,
-                               seq_len=64)
+                               seq_len=64, **gradual)
     res = recover(folder, training_text(), out, teacher=dense_dir, settings=settings, overwrite=True,
                   monitor=monitor, on_event=on_event)
-    best = max(res.curve, key=lambda p: p.metric)  # the point the job saved (its own held-out lines decide)
+    best = next(p for p in res.curve if p.step == res.best_step)  # the point the job saved
     loaded = sparsa.load(out)  # the packed checkpoint the job wrote, through the sparse kernels
     f = embedding_fidelity(b.ref, encode(loaded, b.tok, b.sents))
     speed = measure_speed(b, loaded)
     print(f"  sparse kernels: {speed}", flush=True)
     return {
         "setting": label, "structure": SETTINGS[label][0], "machine": machine(), "minutes": minutes, "lr": lr,
-        "batch_size": batch_size, "steps": res.steps, "seconds_per_step": res.seconds_per_step,
+        "batch_size": batch_size, "gradual": gradual or None, "steps": res.steps, "seconds_per_step": res.seconds_per_step,
         "seconds": res.seconds, "sparsity": res.sparsity, "before": before,
         "after": {"cosine_mean": f.cosine_mean, "nn_agreement": f.nn_agreement, "cosine_min": f.cosine_min,
                   "step": best.step, "source": "sparsa.load of the saved best checkpoint"},
@@ -135,7 +148,8 @@ def table(results: dict) -> str:
         b, a, sp = r["before"], r["after"], r.get("speed")
         tgt = f">= {r['target']:.2f}" if r["target"] else "-"
         ms = f"{sp['dense_ms']:.1f} | {sp['sparse_ms']:.1f} ({', '.join(sp['formats'])})" if sp else "- | -"
-        rows.append(f"| {label} | {b['cosine_mean']:.4f} | {b['nn_agreement']:.3f} | {a['cosine_mean']:.4f} | "
+        start = f" (at {GRADUAL[label][0]:.0%})" if label in GRADUAL else ""
+        rows.append(f"| {label} | {b['cosine_mean']:.4f}{start} | {b['nn_agreement']:.3f} | {a['cosine_mean']:.4f} | "
                     f"{a['nn_agreement']:.3f} | {tgt} | {r['steps']} | {r['seconds'] / 60:.1f} | {ms} |")
     return "\n".join(rows)
 

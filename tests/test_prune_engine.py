@@ -8,7 +8,7 @@ from sparsa import prune
 from sparsa.modules import weight_out_in
 from sparsa.prune import MissingCalibrationError, RecipeError, load_recipe
 from sparsa.prune.blocks import find_blocks
-from sparsa.prune.engine import _stages, Plan
+from sparsa.prune.engine import _stages, gather_stats, Plan
 from sparsa.prune.blocks import capture_first_block
 from sparsa.prune.methods import METHODS, UnknownMethodError
 from sparsa.structure import StructureError, parse_structure
@@ -64,8 +64,86 @@ def test_stages_follow_the_blocks_dataflow():
         call = capture_first_block(model, block, [tokens(2, 8)])[0]
         plans = [Plan(f"{bname}.{n}", m, METHODS["wanda"], parse_structure("unstructured"), 0.5, "row")
                  for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)]
-        got = [[p.name.removeprefix(bname + ".") for p in st] for st in _stages(block, call, plans)]
-        assert got == want
+        stages = _stages(block, call, plans)
+        assert [[p.name.removeprefix(bname + ".") for p in st] for st, _ in stages] == want
+        assert all(shared for _, shared in stages)  # each stage's modules read one tensor
+
+
+@pytest.mark.parametrize("factory", [tiny_bert, tiny_llama])
+def test_a_stage_shares_one_gathering_equal_to_separate_ones(factory):
+    """One InputStats for the modules of a stage (forwards stopped before the first of them) holds the same
+    sums as separate statistics gathered by full forwards, with padding excluded in both."""
+    model = factory()
+    bname, block = find_blocks(model)[0]
+    batch = tokens(4, 10)
+    batch["attention_mask"] = torch.ones(4, 10, dtype=torch.long)
+    batch["attention_mask"][1, 6:] = 0
+    calls = capture_first_block(model, block, [batch])
+    plans = [Plan(f"{bname}.{n}", m, METHODS["sparsegpt"], parse_structure("unstructured"), 0.5, "tensor")
+             for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)]
+    for stage, shared in _stages(block, calls[0], plans):
+        one = gather_stats(block, calls, stage, shared=shared)
+        apart = gather_stats(block, calls, stage, shared=False)
+        assert len({id(s) for s in one.values()}) == 1
+        for p in stage:
+            assert one[p.name].n == apart[p.name].n == 4 * 10 - 4
+            torch.testing.assert_close(one[p.name].hessian, apart[p.name].hessian)
+            torch.testing.assert_close(one[p.name].sum, apart[p.name].sum)
+
+
+def test_error_measured_by_a_forward_equals_the_one_from_xtx():
+    """Wanda on a module whose X^T X outweighs the weight (in > out) measures its reconstruction error from the
+    module's inputs in one more forward: the same number as tr(D X^T X D^T) / tr(W X^T X W^T)."""
+    from sparsa.prune.engine import _error_by_forward, _measure_by_forward
+    from sparsa.prune.stats import relative_error
+
+    model = tiny_llama()
+    bname, block = find_blocks(model)[0]
+    batch = tokens(4, 10)
+    batch["attention_mask"] = torch.ones(4, 10, dtype=torch.long)
+    batch["attention_mask"][2, 3:] = 0
+    calls = capture_first_block(model, block, [batch])
+    plans = {n: Plan(f"{bname}.{n}", m, METHODS["wanda"], parse_structure("unstructured"), 0.5, "row")
+             for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    down, gate = plans["mlp.down_proj"], plans["mlp.gate_proj"]
+    assert _measure_by_forward([down], False) and not _measure_by_forward([gate], True)  # 96 -> 64 vs 64 -> 96
+    assert not _measure_by_forward([down, plans["self_attn.o_proj"]], False)  # inputs may change in between
+    assert not _measure_by_forward([Plan(down.name, down.module, METHODS["sparsegpt"], down.structure, 0.5,
+                                         "tensor")], True)
+    w = down.weight().detach()
+    pruned = w * (torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) > 0.5)
+    h = gather_stats(block, calls, [down])[down.name].hessian
+    assert _error_by_forward(block, calls, down, w, pruned) == pytest.approx(relative_error(w, pruned, h), rel=1e-4)
+
+
+def test_float32_factor_failure_in_place_is_gathered_again(monkeypatch, caplog):
+    """SparseGPT's factor overwrites X^T X; where that float32 factorisation fails, the stage's statistics
+    are gathered again and a float64 copy is factorised (not float32 again): the result matches a run without
+    the failure up to float32-vs-float64 rounding."""
+    from sparsa.prune import sparsegpt as sg
+
+    batch, source = tokens(), tiny_llama()
+    ref_model, ref = prune(source, "sparsegpt", 0.5, "unstructured", calibration=batch, inplace=False)
+    real, dtypes = sg._factor, []
+
+    def fail_once(h, damp):
+        dtypes.append(h.dtype)
+        if len(dtypes) == 1:
+            h.fill_(float("nan"))  # the failed attempt has destroyed X^T X
+            return None
+        return real(h, damp)
+
+    monkeypatch.setattr(sg, "_factor", fail_once)
+    with caplog.at_level("INFO", logger="sparsa.prune"):
+        model, rep = prune(source, "sparsegpt", 0.5, "unstructured", calibration=batch, inplace=False)
+    assert dtypes[:2] == [torch.float32, torch.float64] and "redone in float64" in caplog.text
+    assert set(dtypes[2:]) == {torch.float32}  # the next stages factorise in float32 in place again
+    for m, r in zip(rep.modules, ref.modules):
+        assert m.sparsity == r.sparsity and m.recon_error == pytest.approx(r.recon_error, rel=1e-2)
+    got, want = dict(model.named_modules()), dict(ref_model.named_modules())
+    for m in rep.modules:
+        agree = (got[m.name].weight == 0) == (want[m.name].weight == 0)
+        assert agree.float().mean() > 0.99, m.name
 
 
 def test_same_seed_gives_bit_identical_masks_and_padding_never_counts():

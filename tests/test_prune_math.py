@@ -7,7 +7,7 @@ from sparsa.masks import mask_from_scores
 from sparsa.prune.allocation import erk_sparsities, outlier_ratio, owl_sparsities
 from sparsa.prune.dsnot import dsnot, row_error
 from sparsa.prune.methods import METHODS, wanda_scores
-from sparsa.prune.sparsegpt import sparsegpt
+from sparsa.prune.sparsegpt import HessianConsumedError, sparsegpt
 from sparsa.prune.stats import InputStats, relative_error
 
 
@@ -227,13 +227,42 @@ def test_inverse_hessian_factor_float32_and_float64_fallback():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 48, generator=g)
     h = x.T @ x
-    u = inverse_hessian_factor(h, 0.01)
+    u = inverse_hessian_factor(h, 0.01).u
     assert u.dtype == torch.float32 and torch.equal(u, u.triu())
     ref = torch.linalg.inv(h.double() + 0.01 * h.diag().double().mean() * torch.eye(48, dtype=torch.float64))
     torch.testing.assert_close((u.mT @ u).double(), ref, rtol=1e-4, atol=1e-6)
 
     low = torch.randn(4, 512, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    u64 = inverse_hessian_factor((low.T @ low).float(), 1e-6)
+    u64 = inverse_hessian_factor((low.T @ low).float(), 1e-6).u
     assert u64.dtype == torch.float64 and bool(torch.isfinite(u64).all())
     with pytest.raises(torch.linalg.LinAlgError, match="not positive definite even in float64"):
         inverse_hessian_factor(-torch.eye(8), 0.01)
+    with pytest.raises(HessianConsumedError):  # in place, the failed float32 attempt leaves no H to retry from
+        inverse_hessian_factor((low.T @ low).float(), 1e-6, overwrite=True)
+
+
+def test_factor_in_place_of_the_hessian_gives_the_same_pruning_and_exact_errors():
+    """With overwrite the factor lives in H's storage and equals the one computed on a copy; relative errors
+    from the factor equal those from H (dead inputs and dampening taken out again)."""
+    from sparsa.prune.sparsegpt import inverse_hessian_factor
+
+    x = correlated_inputs(400, 64)
+    x[:, [3, 17]] = 0  # inputs never active
+    w = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
+    h = stats_of(x).hessian
+    copy = inverse_hessian_factor(h, 0.01)
+    s = stats_of(x)
+    s.consume_hessian = True
+    storage = s.hessian.data_ptr()
+    f = s.inverse_factor()
+    assert s.hessian is None and f.u.data_ptr() == storage and torch.equal(f.dead, torch.isin(torch.arange(64),
+                                                                                                torch.tensor([3, 17])))
+    torch.testing.assert_close(f.u, copy.u)
+    assert s.inverse_factor() is f  # computed once for every weight reading this input
+    for structure, sp in [("unstructured", 0.5), ("2:4", None), ("4x1", 0.7)]:
+        new, keep = sparsegpt(w, f, structure, sp)
+        new_ref, keep_ref = sparsegpt(w, h, structure, sp)
+        assert torch.equal(keep, keep_ref) and torch.equal(new, new_ref)
+        assert s.relative_error(w, new) == pytest.approx(relative_error(w, new, h), rel=1e-3)
+    with pytest.raises(ValueError, match="damp=0.01"):
+        s.inverse_factor(damp=0.1)

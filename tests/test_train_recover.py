@@ -98,6 +98,25 @@ def test_recover_improves_distillation_and_keeps_zeros(tiny, tmp_path):
     assert res2.before == pytest.approx(res.best, abs=2e-3)
 
 
+def test_a_scheduled_run_saves_only_checkpoints_at_the_final_sparsity(tiny, tmp_path):
+    """GMP from the 60% student to 80%: the denser points before the schedule's end score better against the
+    teacher, yet the saved best checkpoint is one with the final masks."""
+    from sparsa.train import RecoverSettings, recover
+
+    tdir, sdir, data = tiny
+    res = recover(sdir, data, tmp_path / "out", teacher=tdir,
+                  settings=RecoverSettings(minutes=10, max_steps=30, lr=1e-3, batch_size=8, seq_len=16,
+                                           warmup_steps=2, eval_minutes=1e-5, schedule_end=0.5,
+                                           training={"method": "gmp", "sparsity": 0.8, "init": "current"}))
+    end = res.config["end_step"]
+    early = [p for p in res.curve[1:] if p.step < end]
+    assert end == 15 and early and max(p.metric for p in early) > res.best  # a denser point scored higher...
+    assert res.best_step >= end  # ...but the saved one is at or after the schedule's end
+    rec = sparsa.load(tmp_path / "out", dense=True)
+    w = [m.weight for _, m in sparsa.select_modules(rec)]
+    assert sum(int((x == 0).sum()) for x in w) / sum(x.numel() for x in w) == pytest.approx(0.8, abs=0.01)
+
+
 def test_cli_recover_progress_and_json(tiny, tmp_path):
     tdir, sdir, data = tiny
     p = subprocess.run([sys.executable, "-m", "sparsa.cli", "recover", str(sdir), "--teacher", str(tdir), "--data",

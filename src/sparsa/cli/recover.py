@@ -121,3 +121,7 @@ class _Progress:
                                    f"({info['seconds'] / 60:.1f} min)", highlight=False)
         elif kind == "saved":
             self.bar.console.print(f"  best so far: saved to {info['out']}", highlight=False)
+        elif kind == "unsettled":
+            self.bar.console.print(f"[yellow]warning:[/] the run ended at step {info['step']}, before its "
+                                   f"schedule's end (step {info['end_step']}): the saved checkpoint has not reached "
+                                   "the final masks", highlight=False)

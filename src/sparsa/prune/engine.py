@@ -9,21 +9,28 @@ For each block:
    identical inputs);
 2. with ``true_sequential`` the block's target modules are split into stages by the input they read (q/k/v
    read one tensor, then the attention output, then the MLP's up/gate, then its down projection), found by
-   one probe forward; each stage's statistics are gathered with the earlier stages already pruned;
+   one probe forward; each stage's statistics are gathered with the earlier stages already pruned, once for
+   all the modules of the stage (they read the same tensor), and each forward stops where the stage's first
+   module would start;
 3. each module is pruned (method, then DSnoT if asked), and its achieved sparsity and relative
-   reconstruction error ||WX - W'X||^2 / ||WX||^2 (exact, from X^T X) are recorded and logged;
+   reconstruction error ||WX - W'X||^2 / ||WX||^2 are recorded and logged (exact: from X^T X, from
+   SparseGPT's factor of it, or, for methods that need no X^T X on a module where it would outweigh the
+   weight, from the module's inputs in one more forward);
 4. the block is run once more to produce the next block's inputs; an optional loader brings the block's
    weights in before and takes them out after (bounded memory, see prune/lazy.py).
 
 Padding tokens (attention mask 0) never enter the statistics. Peak memory: the model (or, with a loader, one
 block: the loader holds the non-block weights only while block 0's inputs are captured), the calibration
-hidden states of one block boundary, one stage's X^T X matrices and one module's pruning working set.
+hidden states of one block boundary, one stage's X^T X (SparseGPT's factor is computed in its storage unless
+DSnoT still needs it; Wanda and magnitude skip it where it is larger than the weight) and one module's
+pruning working set.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Protocol
 
 import torch
@@ -36,7 +43,8 @@ from .dsnot import dsnot as dsnot_refine
 from .experts import ExpertInputs, expert_slice
 from .heap import release_freed_memory
 from .methods import Method
-from .stats import InputStats, relative_error
+from .sparsegpt import HessianConsumedError
+from .stats import InputStats
 
 __all__ = ["Plan", "Outcome", "BlockLoader", "walk_blocks", "prune_modules", "prune_without_data", "gather_stats",
            "prune_one"]
@@ -108,8 +116,9 @@ class _Collector:
     """Adds each watched weight's input to its InputStats while blocks run inside ``with collector:``:
     forward hooks for modules, a torch function mode for slices of fused expert parameters."""
 
-    def __init__(self, plans: list[Plan], with_hessian: bool = True):
-        self.stats = {p.name: InputStats(p.weight().shape[1], with_hessian) for p in plans}
+    def __init__(self, plans: list[Plan], with_hessian: bool = True, consume_hessian: bool = False):
+        self.stats = {p.name: InputStats(p.weight().shape[1], with_hessian, consume_hessian=consume_hessian)
+                      for p in plans}
         self.mask: torch.Tensor | None = None
         self.plans = [p for p in plans if p.param is None]
         self.slices = {(p.fused_key, p.index): p.name for p in plans if p.param is not None}
@@ -148,13 +157,22 @@ class _StageDone(Exception):
 
 
 @torch.no_grad()
-def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan]) -> dict[str, InputStats]:
+def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan], shared: bool = False,
+                 consume_hessian: bool = False, with_hessian: bool = True) -> dict[str, InputStats]:
     """Input statistics of ``plans``' weights over every captured call of ``block``.
 
     Each forward stops as soon as every watched module has run: what comes after cannot change their inputs
-    (not for expert slices: an expert may never be routed to).
+    (not for expert slices: an expert may never be routed to). ``shared``: the plans read one input tensor (a
+    stage found by ``_stages``), so one InputStats serves them all (one X^T X instead of one per module) and
+    each forward stops before the first of them computes anything (so a module called twice in one forward
+    counts its first call only). ``consume_hessian``: SparseGPT may compute
+    its factor in the storage of X^T X (nothing reads X^T X afterwards; DSnoT does).
     """
-    col = _Collector(plans)
+    if shared and len({p.weight().shape[1] for p in plans}) == 1 and all(p.param is None for p in plans):
+        stats = InputStats(plans[0].weight().shape[1], with_hessian, consume_hessian=consume_hessian)
+        _forward_to(block, calls, [p.module for p in plans], lambda x, mask: stats.add(_tokens(x, mask)))
+        return {p.name: stats for p in plans}
+    col = _Collector(plans, with_hessian, consume_hessian=consume_hessian)
     seen: set[int] = set()
     want = {id(p.module) for p in plans}
 
@@ -181,11 +199,68 @@ def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan]) ->
     return col.stats
 
 
+def _forward_to(block: nn.Module, calls: list[BlockCall], modules: list[nn.Module],
+                on_input: Callable[[torch.Tensor, torch.Tensor | None], None]) -> None:
+    """Run ``block`` on every call up to the first of ``modules`` that it reaches, and hand that module's input
+    and the call's token mask to ``on_input``; nothing after it is computed."""
+    mask: list[torch.Tensor | None] = [None]
+
+    def at_input(_mod, inputs):
+        on_input(inputs[0], mask[0])
+        raise _StageDone
+
+    handles = [m.register_forward_pre_hook(at_input) for m in modules]
+    try:
+        for c in calls:
+            mask[0] = c.token_mask
+            try:
+                run_block(block, c)
+            except _StageDone:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _measure_by_forward(stage: list[Plan], shared: bool) -> bool:
+    """Whether the stage's reconstruction errors are measured by one more forward per module instead of from
+    X^T X: where no method of the stage needs X^T X and it would be larger than the weight (in > out, an MLP
+    down projection: 121 MiB of X^T X against a 44 MiB weight at TinyLlama's shapes). Only where the
+    module's inputs cannot have changed since its statistics were gathered: its stage reads one tensor (or is
+    the module alone), so nothing pruned since then runs before it."""
+    return (shared or len(stage) == 1) and all(
+        not p.method.needs_hessian and not p.dsnot and p.param is None
+        and p.weight().shape[1] > p.weight().shape[0] for p in stage)
+
+
 @torch.no_grad()
-def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[list[Plan]]:
+def _error_by_forward(block: nn.Module, calls: list[BlockCall], plan: Plan, dense: torch.Tensor,
+                      pruned: torch.Tensor) -> float:
+    """||W X^T - W' X^T||^2 / ||W X^T||^2 over the calibration tokens, from the module's inputs in one more
+    forward of the block (stopped at the module; the earlier stages are pruned, as when its statistics were
+    gathered). Products of at most 1024 tokens at a time: (tokens, out) floats."""
+    num = torch.zeros((), dtype=torch.float64)
+    den = torch.zeros((), dtype=torch.float64)
+
+    def add(x: torch.Tensor, mask: torch.Tensor | None) -> None:
+        nonlocal num, den
+        for xs in _tokens(x, mask).reshape(-1, dense.shape[1]).float().split(1024):
+            y = xs @ dense.T
+            num += (y - xs @ pruned.T).square().sum(dtype=torch.float64)
+            den += y.square().sum(dtype=torch.float64)
+
+    _forward_to(block, calls, [plan.module], add)
+    return float(num / den) if den > 0 else 0.0
+
+
+@torch.no_grad()
+def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[tuple[list[Plan], bool]]:
     """Group plans by the tensor their module reads, in the order the block first calls them; the slices of
-    one fused expert parameter form one stage, placed where the first of them runs."""
+    one fused expert parameter form one stage, placed where the first of them runs. Each stage comes with
+    whether its plans read one tensor (False for expert slices and for modules the probe never saw)."""
     seen: list[tuple[object, list[Plan]]] = []
+    versions: dict[int, int] = {}  # id of a read tensor -> its version counter when first read
+    changed: set[int] = set()  # tensors modified in place between two reads: their readers share nothing
     by_module = {id(p.module): p for p in plans if p.param is None}
     fused: dict[str, list[Plan]] = {}
     for p in plans:
@@ -196,11 +271,14 @@ def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[list[P
         p, x = by_module[id(mod)], inputs[0]
         for t, group in seen:
             if t is x:  # the same tensor object (kept alive below, so identity is reliable)
+                if x._version != versions[id(x)]:
+                    changed.add(id(x))
                 if p not in group:
                     group.append(p)
                 return
         if not any(p in g for _, g in seen):
             seen.append((x, [p]))
+            versions[id(x)] = x._version
 
     def on_slice(key: str, _index: int, _x) -> None:
         if key in fused and not any(t == key for t, _ in seen):
@@ -218,14 +296,18 @@ def _stages(block: nn.Module, call: BlockCall, plans: list[Plan]) -> list[list[P
     finally:
         for h in handles:
             h.remove()
-    stages = [g for _, g in seen]
-    missed = [p for p in plans if not any(p in g for g in stages)]
-    return stages + ([missed] if missed else [])
+    stages = [(g, not isinstance(t, str) and id(t) not in changed) for t, g in seen]
+    missed = [p for p in plans if not any(p in g for g, _ in stages)]
+    return stages + ([(missed, False)] if missed else [])
 
 
 @torch.no_grad()
-def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
-    """Prune one module in place from its statistics (None for data-free methods without calibration)."""
+def prune_one(plan: Plan, stats: InputStats | None,
+              measure: Callable[[torch.Tensor, torch.Tensor], float] | None = None) -> Outcome:
+    """Prune one module in place from its statistics (None for data-free methods without calibration).
+
+    The reconstruction error comes from the statistics' X^T X (or SparseGPT's factor of it) or, where they
+    hold neither, from ``measure(dense, pruned)``."""
     w = plan.weight()  # (out, in) view of the parameter
     # the weight itself (no copy for float32 weights): it is read, never written, until the final copy_ below;
     # methods and DSnoT do not modify their input (a method that returns it is cloned before the masking)
@@ -240,7 +322,9 @@ def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
     if new.data_ptr() == dense.data_ptr():  # a method may hand back its input: never zero the dense reference
         new = new.clone()
     new.masked_fill_(~keep, 0)  # in place: pruning a wide module holds several (out, in) copies already
-    err = relative_error(dense, new, stats.hessian) if stats is not None and stats.hessian is not None else None
+    err = stats.relative_error(dense, new) if stats is not None else None
+    if err is None and measure is not None:
+        err = measure(dense, new)
     w.copy_(new.to(w.dtype))
     if plan.param is None:  # a fused expert parameter holds many slices: its structure is in the report
         plan.module.sparsa_structure = str(plan.structure)
@@ -251,6 +335,13 @@ def prune_one(plan: Plan, stats: InputStats | None) -> Outcome:
     log.info("%s: %s %s, sparsity %.1f%% (target %.1f%%), rel. error %s", plan.name, plan.method.name,
              plan.structure, 100 * out.sparsity, 100 * plan.sparsity, "n/a" if err is None else f"{err:.4g}")
     return out
+
+
+def _draining(items: list):
+    """Yield the list's items while removing them from it (so that each can be freed once used)."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def _in_block(name: str, block_name: str) -> bool:
@@ -299,11 +390,13 @@ def walk_blocks(
                     outs = [run_block(block, c) for c in calls]
                 visit(i, name, block, calls)
                 if sequential and not last:
-                    outs = [run_block(block, c) for c in calls]
+                    # each call's inputs are dropped as soon as its outputs exist: one boundary's hidden
+                    # states are held at a time, not two
+                    calls = [c.with_hidden(run_block(block, c)) for c in _draining(calls)]
+                elif not last:
+                    calls = [c.with_hidden(o) for c, o in zip(calls, outs)]
                 if loader is not None:
                     loader.exit(name, block)
-                if not last:
-                    calls = [c.with_hidden(o) for c, o in zip(calls, outs)]
                 if bar is not None:
                     bar.advance(task)
         finally:
@@ -332,13 +425,9 @@ def prune_modules(
         mine = [p for p in plans if p.name in inside and _in_block(p.name, bname)]
         if not mine:
             return
-        stages = _stages(block, calls[0], mine) if true_sequential else [mine]
-        for stage in stages:
-            stats = gather_stats(block, calls, stage)
-            for p in stage:
-                outcomes[p.name] = prune_one(p, stats[p.name])
-                if loader is not None:  # bounded memory: the module's working set is freed, give it back
-                    release_freed_memory()
+        stages = _stages(block, calls[0], mine) if true_sequential else [(mine, False)]
+        for stage, shared in stages:
+            outcomes.update(_prune_stage(block, calls, stage, shared, bounded=loader is not None))
 
     walk_blocks(model, batches, visit, sequential=sequential, loader=loader,
                 progress="pruning" if progress else None)
@@ -357,6 +446,41 @@ def prune_modules(
         for p in rest:
             outcomes[p.name] = prune_one(p, col.stats[p.name])
     return [outcomes[p.name] for p in plans]
+
+
+def _prune_stage(block: nn.Module, calls: list[BlockCall], stage: list[Plan], shared: bool,
+                 bounded: bool) -> dict[str, Outcome]:
+    """Gather the statistics of one stage and prune its modules; only this stage's statistics are alive."""
+    outcomes = {}
+    consume = not any(p.dsnot for p in stage)  # DSnoT reads X^T X after SparseGPT's factor is made
+    by_forward = _measure_by_forward(stage, shared)
+    stats = gather_stats(block, calls, stage, shared=shared, consume_hessian=consume, with_hessian=not by_forward)
+    if bounded:  # the forwards' intermediates are freed: give them back
+        release_freed_memory()
+    pending = list(stage)
+    while pending:
+        p = pending[0]
+        measure = partial(_error_by_forward, block, calls, p) if by_forward else None
+        try:
+            outcomes[p.name] = prune_one(p, stats[p.name], measure)
+            failed = False
+        except HessianConsumedError:
+            failed = True
+        if failed:  # outside the except clause: its traceback would keep the destroyed X^T X alive
+            # the float32 factorisation failed in place of X^T X: gather it again and factorise a float64 copy
+            # (with true_sequential=False the stage's modules pruned so far then feed the new statistics)
+            log.info("%s: SparseGPT factorisation failed in float32; redone in float64 on new statistics", p.name)
+            stats = None
+            stats = gather_stats(block, calls, pending, shared=shared)
+            for st in {id(v): v for v in stats.values()}.values():
+                st.factor_dtype = torch.float64
+            continue
+        pending.pop(0)
+        if not shared:
+            del stats[p.name]  # its X^T X and factor serve no other module
+        if bounded:  # the module's working set is freed: give it back
+            release_freed_memory()
+    return outcomes
 
 
 def _refuse_outside(rest: list[Plan]) -> None:

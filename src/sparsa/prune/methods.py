@@ -57,12 +57,13 @@ def _by_scores(score: Callable[[torch.Tensor, "InputStats | None"], torch.Tensor
 
 
 def _sparsegpt(w, stats, st, sp, scope):
-    return sparsegpt(w, stats.hessian, st, sp, scope=scope)
+    return sparsegpt(w, stats.inverse_factor(), st, sp, scope=scope)
 
 
 def _sparsegpt_refit(w, stats, st, keep):
     """OBS weights for a given mask (after DSnoT changed SparseGPT's mask)."""
-    return sparsegpt(w, stats.hessian, st, None if st.implied_sparsity is not None else 0.0, mask=keep)[0]
+    return sparsegpt(w, stats.inverse_factor(), st, None if st.implied_sparsity is not None else 0.0,
+                     mask=keep)[0]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ Every data-aware method needs only these sums over the N calibration tokens x_t 
   reconstruction error ||W X^T - W' X^T||^2 = tr(D H D^T) with D = W - W', without keeping X;
 * ``sumsq`` = diag(X^T X) (in,): ||X_j||^2 per input feature (Wanda);
 * ``sum`` (in,): for the mean E[X_j] and variance Var[X_j] (DSnoT).
+
+SparseGPT needs the inverse factor of X^T X rather than X^T X itself. ``InputStats.inverse_factor`` computes it
+once for all the weights that read one input (q, k and v share it) and, with ``consume_hessian``, in the
+storage of X^T X: the largest allocation of pruning (an MLP down projection's (in, in) matrix, about as large
+as its block's weights) is then held once instead of twice. The error check reads whichever of the two exists.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from .sparsegpt import InverseFactor, inverse_hessian_factor
 
 __all__ = ["InputStats", "relative_error"]
 
@@ -27,7 +34,10 @@ class InputStats:
     n: int = 0
     sum: torch.Tensor = field(default=None)  # (in,) float64
     sumsq: torch.Tensor = field(default=None)  # (in,) float64
-    hessian: torch.Tensor | None = field(default=None)  # (in, in) float32
+    hessian: torch.Tensor | None = field(default=None)  # (in, in) float32; None once consumed by the factor
+    consume_hessian: bool = False  # may inverse_factor overwrite ``hessian`` (nothing else reads it later)?
+    factor: InverseFactor | None = field(default=None)
+    factor_dtype: torch.dtype = torch.float32  # float64 where float32 already failed on these inputs
 
     def __post_init__(self) -> None:
         self.sum = torch.zeros(self.in_features, dtype=torch.float64)
@@ -48,6 +58,28 @@ class InputStats:
         if self.hessian is not None:
             self.hessian.addmm_(xf.T, xf)  # (in, in) += X^T X
 
+    def inverse_factor(self, damp: float = 0.01) -> InverseFactor:
+        """SparseGPT's factor of the damped inverse of X^T X, computed on the first call and kept.
+
+        Raises sparsegpt.HessianConsumedError where a float32 factorisation failed in place of X^T X (the
+        statistics must then be gathered again, without ``consume_hessian``).
+        """
+        if self.factor is None:
+            if self.hessian is None:
+                raise ValueError("these input statistics were gathered without X^T X (with_hessian=False)")
+            self.factor = inverse_hessian_factor(self.hessian, damp, self.factor_dtype,
+                                                 overwrite=self.consume_hessian)
+            if self.consume_hessian:
+                self.hessian = None  # its storage now holds the factor
+        elif self.factor.damp != damp:
+            raise ValueError(f"the inverse factor was computed with damp={self.factor.damp}, asked for {damp}")
+        return self.factor
+
+    def relative_error(self, dense: torch.Tensor, pruned: torch.Tensor) -> float | None:
+        """relative_error of a pruned weight from X^T X or, once that is consumed, from its factor."""
+        h = self.hessian if self.hessian is not None else self.factor
+        return None if h is None else relative_error(dense, pruned, h)
+
     @property
     def mean(self) -> torch.Tensor:
         """E[X_j] over the tokens (in,)."""
@@ -65,20 +97,29 @@ class InputStats:
         return self.sumsq.sqrt().float()
 
 
-def relative_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor, rows: int = 256) -> float:
-    """||W X^T - W' X^T||_F^2 / ||W X^T||_F^2 computed exactly from H = X^T X (no activations kept).
+def relative_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor | InverseFactor,
+                   rows: int = 256) -> float:
+    """||W X^T - W' X^T||_F^2 / ||W X^T||_F^2 computed exactly from H = X^T X or from SparseGPT's factor of
+    its damped inverse (no activations kept).
 
-    Both quadratic forms are computed ``rows`` output rows at a time against the float32 H (products in
-    float32, their sums in float64): the products are (rows, in), so the check adds almost nothing to the peak
-    memory of pruning (a float64 copy of H and two (out, in) products held four matrices of the module's size
-    for a number that is logged).
+    Both quadratic forms are computed ``rows`` output rows at a time (products in float32, their sums in
+    float64): the products are (rows, in), so the check adds almost nothing to the peak memory of pruning (a
+    float64 copy of H and two (out, in) products held four matrices of the module's size for a number that is
+    logged).
     """
-    h = hessian.float()
+    if isinstance(hessian, InverseFactor):
+        quadratic = hessian.quadratic
+    else:
+        h = hessian.float()
+
+        def quadratic(m: torch.Tensor) -> torch.Tensor:
+            return ((m @ h) * m).sum(dtype=torch.float64)
+
     num = torch.zeros((), dtype=torch.float64)
     den = torch.zeros((), dtype=torch.float64)
     for r in range(0, dense.shape[0], rows):
         w = dense[r : r + rows].float()  # (rows, in)
-        d = w - pruned[r : r + rows].float()
-        num += ((d @ h) * d).sum(dtype=torch.float64)
-        den += ((w @ h) * w).sum(dtype=torch.float64)
-    return float(num / den) if den > 0 else 0.0
+        num += quadratic(w - pruned[r : r + rows].float())
+        den += quadratic(w)
+    # from the factor, a tiny error can come out a rounding below zero
+    return max(0.0, float(num / den)) if den > 0 else 0.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -293,7 +294,7 @@ def recover(
     curve = [EvalPoint(0, time.perf_counter() - t_job, None, before, extra0)]
     best, best_step = -math.inf if higher else math.inf, -1
 
-    def evaluate_and_keep(step: int, last_loss: float | None) -> float:
+    def evaluate_and_keep(step: int, last_loss: float | None, last: bool = False) -> float:
         nonlocal best, best_step
         model = sparse.sparse_copy() if sparse.soft else student  # soft masks: evaluate (and save) W * M
         value = validate(model)
@@ -301,7 +302,14 @@ def recover(
         point = EvalPoint(step, time.perf_counter() - t_job, last_loss, value, extra)
         curve.append(point)
         emit("eval", asdict(point))
-        if better(value, best):
+        # a scheduled method's masks reach their final sparsity (and stop moving) at the schedule's end: an
+        # earlier, denser point would score better and must not become the saved model
+        settled = not METHODS[cfg.method].scheduled or step >= cfg.resolved_end
+        if last and best_step < 0 and not settled:
+            warnings.warn(f"the run ended at step {step}, before its schedule's end (step {cfg.resolved_end}): the "
+                          "saved checkpoint has not reached the final masks; give it more time", stacklevel=3)
+            emit("unsettled", {"step": step, "end_step": cfg.resolved_end})
+        if (settled and better(value, best)) or (last and best_step < 0):
             best, best_step = value, step
             _save(model, sparse, tok, out, pruned, meta, teacher, s, cfg, curve, step, value, metric_name)
             emit("saved", {"step": step, metric_name: value, "out": str(out)})
@@ -339,7 +347,7 @@ def recover(
             last_eval = time.perf_counter()
             eval_seconds += last_eval - t_eval
             replan_at.add(step)
-    final = evaluate_and_keep(step, run_loss)
+    final = evaluate_and_keep(step, run_loss, last=True)
     sparse.finalize()
     result = RecoverResult(str(out.resolve()), kind, metric_name, before, best, best_step, final, step, total,
                            time.perf_counter() - t_job, sec_step, sparse.sparsity(), curve, cfg.model_dump())
