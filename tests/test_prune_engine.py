@@ -69,19 +69,26 @@ def test_stages_follow_the_blocks_dataflow():
         assert all(shared for _, shared in stages)  # each stage's modules read one tensor
 
 
-@pytest.mark.parametrize("factory", [tiny_bert, tiny_llama])
-def test_a_stage_shares_one_gathering_equal_to_separate_ones(factory):
-    """One InputStats for the modules of a stage (forwards stopped before the first of them) holds the same
-    sums as separate statistics gathered by full forwards, with padding excluded in both."""
+def first_block_with_padding(factory, method: str, pad_row: int, pad_from: int):
+    """(block, its captured calls on 4 x 10 tokens with one row padded, {module name: Plan} of its Linears)."""
     model = factory()
     bname, block = find_blocks(model)[0]
     batch = tokens(4, 10)
     batch["attention_mask"] = torch.ones(4, 10, dtype=torch.long)
-    batch["attention_mask"][1, 6:] = 0
+    batch["attention_mask"][pad_row, pad_from:] = 0
     calls = capture_first_block(model, block, [batch])
-    plans = [Plan(f"{bname}.{n}", m, METHODS["sparsegpt"], parse_structure("unstructured"), 0.5, "tensor")
-             for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)]
-    for stage, shared in _stages(block, calls[0], plans):
+    m = METHODS[method]
+    plans = {n: Plan(f"{bname}.{n}", mod, m, parse_structure("unstructured"), 0.5, m.default_scope)
+             for n, mod in block.named_modules() if isinstance(mod, torch.nn.Linear)}
+    return block, calls, plans
+
+
+@pytest.mark.parametrize("factory", [tiny_bert, tiny_llama])
+def test_a_stage_shares_one_gathering_equal_to_separate_ones(factory):
+    """One InputStats for the modules of a stage (forwards stopped before the first of them) holds the same
+    sums as separate statistics gathered by full forwards, with padding excluded in both."""
+    block, calls, plans = first_block_with_padding(factory, "sparsegpt", 1, 6)
+    for stage, shared in _stages(block, calls[0], list(plans.values())):
         one = gather_stats(block, calls, stage, shared=shared)
         apart = gather_stats(block, calls, stage, shared=False)
         assert len({id(s) for s in one.values()}) == 1
@@ -97,14 +104,7 @@ def test_error_measured_by_a_forward_equals_the_one_from_xtx():
     from sparsa.prune.engine import _error_by_forward, _measure_by_forward
     from sparsa.prune.stats import relative_error
 
-    model = tiny_llama()
-    bname, block = find_blocks(model)[0]
-    batch = tokens(4, 10)
-    batch["attention_mask"] = torch.ones(4, 10, dtype=torch.long)
-    batch["attention_mask"][2, 3:] = 0
-    calls = capture_first_block(model, block, [batch])
-    plans = {n: Plan(f"{bname}.{n}", m, METHODS["wanda"], parse_structure("unstructured"), 0.5, "row")
-             for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    block, calls, plans = first_block_with_padding(tiny_llama, "wanda", 2, 3)
     down, gate = plans["mlp.down_proj"], plans["mlp.gate_proj"]
     assert _measure_by_forward([down], False) and not _measure_by_forward([gate], True)  # 96 -> 64 vs 64 -> 96
     assert not _measure_by_forward([down, plans["self_attn.o_proj"]], False)  # inputs may change in between
