@@ -88,7 +88,7 @@ class PeakTracer:
         self.thread.join()
 
 
-def child(mode: str, src: str, out: str, method: str, trace: bool = False) -> None:
+def child(mode: str, src: str, out: str, method: str, trace: bool = False, batch_size: int = 8) -> None:
     import contextlib
 
     import torch
@@ -104,7 +104,7 @@ def child(mode: str, src: str, out: str, method: str, trace: bool = False) -> No
     base = rss_mib("VmRSS")
     g = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(0, 8000, (32, 128), generator=g)}
-    recipe = {"prune": [{"method": method, "sparsity": 0.5}], "calibration": {"batch_size": 8}}
+    recipe = {"prune": [{"method": method, "sparsity": 0.5}], "calibration": {"batch_size": batch_size}}
     tracer = PeakTracer() if trace else None
     t = time.perf_counter()
     with tracer or contextlib.nullcontext():
@@ -112,7 +112,10 @@ def child(mode: str, src: str, out: str, method: str, trace: bool = False) -> No
             m, tok, _ = load_pretrained(src)
             m, rep = sparsa.prune(m, recipe, calibration=batch)
             save_pruned(m, tok, out, {"source": src}, source=src)
-        else:
+        else:  # what `sparsa prune --max-memory` does
+            from sparsa.prune.heap import map_large_allocations
+
+            map_large_allocations()
             rep = prune_checkpoint(src, out, recipe, batch, {"source": src})
     secs = time.perf_counter() - t
     r = {"mode": mode, "seconds": secs, "baseline_mib": base, "peak_mib": rss_mib("VmHWM"),
@@ -129,6 +132,7 @@ def main() -> None:
                                                          "size peaked (sampled every 5 ms)")
     ap.add_argument("--method", default="sparsegpt", choices=["sparsegpt", "wanda", "magnitude"])
     ap.add_argument("--modes", nargs="+", default=["whole", "blockwise"], choices=["whole", "blockwise"])
+    ap.add_argument("--batch-size", type=int, default=8, help="calibration windows per forward")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--intermediate", type=int, default=2816)
@@ -136,7 +140,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "prune_memory.json")
     args = ap.parse_args()
     if args.child:
-        child(*args.child, trace=args.trace)
+        child(*args.child, trace=args.trace, batch_size=args.batch_size)
         return
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -158,7 +162,8 @@ def main() -> None:
     res["method"] = args.method
     for mode in args.modes:
         p = subprocess.run([sys.executable, __file__, "--child", mode, str(tmp / "src"), str(tmp / mode), args.method,
-                            *(["--trace"] if args.trace else [])], capture_output=True, text=True, check=True)
+                            "--batch-size", str(args.batch_size), *(["--trace"] if args.trace else [])],
+                           capture_output=True, text=True, check=True)
         r = json.loads(p.stdout.strip().splitlines()[-1])
         r["peak_above_baseline_mib"] = r["peak_mib"] - r["baseline_mib"]
         res["runs"].append(r)

@@ -166,6 +166,56 @@ def test_same_seed_gives_bit_identical_masks_and_padding_never_counts():
         assert torch.equal(pa == 0, pb == 0), n
 
 
+def test_split_batches_keep_every_sample_once_and_in_order():
+    from sparsa.prune.calibration import split_batches
+
+    ids = torch.arange(35).reshape(5, 7)
+    mask = (ids % 3 > 0).long()
+    shared = torch.ones(3)  # not batch-shaped: every piece gets it as it is
+    batches = [{"input_ids": ids, "attention_mask": mask, "extra": shared}, {"input_ids": ids[:1]}]
+    for max_tokens, sizes in ((14, [2, 2, 1, 1]), (20, [2, 2, 1, 1]), (3, [1] * 6), (35, [5, 1]), (10**6, [5, 1])):
+        out = split_batches(batches, max_tokens)
+        assert [b["input_ids"].shape[0] for b in out] == sizes
+        assert torch.equal(torch.cat([b["input_ids"] for b in out]), torch.cat([ids, ids[:1]]))
+        parts = [b for b in out if "attention_mask" in b]
+        assert torch.equal(torch.cat([b["attention_mask"] for b in parts]), mask)
+        assert all(b["extra"] is shared for b in parts)
+
+
+def test_bounded_call_tokens_from_the_block_shapes():
+    """One call's widest activation is at most a sixteenth of a block's weight elements: hand-computed for
+    tiny_llama (q 64x64, k/v 32x64, o 64x64, gate/up/down 96x64, two norms of 64; widest 96), also on a
+    meta-device copy (bounded pruning reads shapes from a skeleton)."""
+    from sparsa.prune.engine import bounded_call_tokens
+
+    numel = 4096 + 2 * 2048 + 4096 + 3 * 6144 + 2 * 64
+    model = tiny_llama()
+    assert sum(p.numel() for p in model.model.layers[0].parameters()) == numel
+    assert bounded_call_tokens(model) == numel // (16 * 96) == 20
+    assert bounded_call_tokens(model.to("meta")) == 20
+
+
+def test_statistics_of_split_batches_equal_whole_ones():
+    """Splitting calibration batches (bounded memory) changes how many tokens each forward carries, not the
+    statistics: same token count, same sums and X^T X up to float32 summation order, padding excluded."""
+    from sparsa.prune.calibration import split_batches
+
+    model = tiny_bert()
+    g = torch.Generator().manual_seed(3)
+    mask = (torch.arange(12)[None, :] < torch.tensor([12, 4, 9, 7, 12, 2])[:, None]).long()
+    batch = {"input_ids": torch.randint(3, 100, (6, 12), generator=g) * mask, "attention_mask": mask}
+    block = find_blocks(model)[0][1]
+    whole, parts = (capture_first_block(model, block, b) for b in ([batch], split_batches([batch], 24)))
+    assert len(whole) == 1 and len(parts) == 3
+    plans = [Plan(n, m, METHODS["sparsegpt"], parse_structure("unstructured"), 0.5, METHODS["sparsegpt"].default_scope)
+             for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)]
+    a, b = gather_stats(block, whole, plans), gather_stats(block, parts, plans)
+    for p in plans:
+        assert a[p.name].n == b[p.name].n == int(mask.sum())
+        torch.testing.assert_close(a[p.name].hessian, b[p.name].hessian, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a[p.name].sum, b[p.name].sum, rtol=1e-5, atol=1e-5)
+
+
 def test_owl_and_erk_allocations_hit_the_target():
     model = tiny_llama()
     _, rep = prune(model, "wanda", 0.6, calibration=tokens(), allocation="owl", owl_lambda=0.1, inplace=False)

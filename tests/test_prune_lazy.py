@@ -1,11 +1,15 @@
 """Bounded-memory pruning from a safetensors checkpoint gives exactly what in-memory pruning gives."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import sparsa
+from sparsa.prune.calibration import split_batches
+from sparsa.prune.engine import bounded_call_tokens
 from sparsa.prune.lazy import SafetensorsBlockLoader, prune_checkpoint, skeleton
 from sparsa.runtime import load_pretrained
 
@@ -25,7 +29,10 @@ def test_block_by_block_from_disk_equals_in_memory(factory, method, tmp_path):
     if method == "sparsegpt":
         batch = {"input_ids": torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))}
         recipe = {"prune": [{"method": "sparsegpt", "sparsity": 0.6, "allocation": "owl"}]}
-    ref, _ = sparsa.prune(model, recipe, calibration=batch, inplace=False)
+    # block-wise pruning runs the calibration a few samples per forward (bounded_call_tokens): the same here
+    split = None if batch is None else split_batches([batch], bounded_call_tokens(model))
+    assert batch is None or len(split) > 1
+    ref, _ = sparsa.prune(model, recipe, calibration=split, inplace=False)
     rep = prune_checkpoint(src, tmp_path / "out", recipe, batch, {"source": str(src)})
     out, _, _ = load_pretrained(tmp_path / "out")
     a, b = ref.state_dict(), out.state_dict()
@@ -107,3 +114,33 @@ def test_read_tensor_in_chunks_equals_the_stored_tensor(tmp_path, monkeypatch):
     for k, v in tensors.items():
         got = lazy.read_tensor(tmp_path / "t.safetensors", k)
         assert got.dtype == v.dtype and torch.equal(got, v), k
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator only")
+def test_map_large_allocations_gives_large_tensors_their_own_mappings():
+    """After map_large_allocations, a 20 MiB tensor is its own mapping (glibc's mallinfo2 counts it in
+    hblkhd) where glibc's adaptive threshold (raised to 30 MiB by freeing a mapping of that size) kept it in
+    the heap. In a subprocess: the setting is process-wide."""
+    code = """
+import ctypes, torch
+from sparsa.prune.heap import map_large_allocations
+class MI(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MI
+def mapped(): return libc.mallinfo2().hblkhd
+x = torch.empty(30 << 20, dtype=torch.uint8); del x  # freeing a mapping raises the adaptive threshold
+m0 = mapped(); a = torch.ones(20 << 20, dtype=torch.uint8); heap = mapped() - m0
+ok = map_large_allocations()
+m1 = mapped(); b = torch.ones(20 << 20, dtype=torch.uint8); own = mapped() - m1
+print(heap, own, ok)
+"""
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    except subprocess.CalledProcessError as e:
+        if "mallinfo2" in e.stderr:
+            pytest.skip("this libc has no mallinfo2")
+        raise
+    heap, own, ok = int(out[0]), int(out[1]), out[2] == "True"
+    assert ok and heap < (20 << 20) <= own

@@ -216,6 +216,17 @@ def test_dsnot_with_the_hessian_guard_never_raises_any_rows_exact_error(structur
     assert torch.equal(k2.sum(1), keep.sum(1))
     unguarded, _ = dsnot(w, pruned, keep, s.mean, s.var, s.norm, structure)
     assert relative_error(w, new, s.hessian) <= relative_error(w, unguarded, s.hessian) + 1e-9
+    # the float32 X^T X is read as it is stored (no float64 copy of it): same swaps as a float64 copy gives
+    wide, k3 = dsnot(w, pruned, keep, s.mean, s.var, s.norm, structure, hessian=s.hessian.double())
+    assert torch.equal(new, wide) and torch.equal(k2, k3)
+
+
+def test_float64_product_with_a_float32_hessian_in_slabs():
+    from sparsa.prune.dsnot import _times
+
+    g = torch.Generator().manual_seed(2)
+    a, h = torch.randn(7, 50, generator=g, dtype=torch.float64), torch.randn(50, 50, generator=g)
+    torch.testing.assert_close(_times(a, h, slab=16), a @ h.double(), rtol=1e-14, atol=1e-12)
 
 
 def test_inverse_hessian_factor_float32_and_float64_fallback():

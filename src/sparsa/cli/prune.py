@@ -87,7 +87,10 @@ def prune_cmd(
                 "calibration": None if calibration is None else {"file": str(calibration), **rec.calibration.model_dump()}}
         if cap is not None and checkpoint_bytes(model) > cap:
             step(f"pruning block by block from disk ({rec.summary()}; weights exceed {max_memory})")
+            from ..prune.heap import map_large_allocations
             from ..runtime.models import _load_tokenizer
+
+            map_large_allocations()  # this process only prunes: large tensors in their own mappings
 
             tok = _load_tokenizer(model)
             report = prune_checkpoint(model, out_dir, rec, calibration, meta, tokenizer=tok, overwrite=overwrite,

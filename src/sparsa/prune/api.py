@@ -19,9 +19,10 @@ from torch import nn
 from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, Pattern, _compile, _matches, select_modules, weight_out_in
 from ..structure import StructureLike, parse_structure
 from .allocation import erk_sparsities, outlier_ratio, owl_sparsities
-from .calibration import CalibrationConfig, build_batches
+from .calibration import CalibrationConfig, build_batches, split_batches
 from .experts import eager_experts, expert_params
-from .engine import BlockLoader, Outcome, Plan, block_wanda_metrics, prune_modules, prune_one, prune_without_data
+from .engine import (BlockLoader, Outcome, Plan, block_wanda_metrics, bounded_call_tokens, prune_modules, prune_one,
+                     prune_without_data)
 from .methods import METHODS, MissingCalibrationError, get_method
 from .recipe import Recipe, RecipeEntry, load_recipe
 
@@ -221,6 +222,8 @@ def prune(
         if tokenizer is None and is_text:
             tokenizer = _tokenizer_for(model)
         batches = build_batches(model, tokenizer, calibration, recipe.calibration.config())
+        if loader is not None:  # bounded memory: activations of a few samples at a time, not a whole batch
+            batches = split_batches(batches, bounded_call_tokens(model))
         with eager_experts(model):
             _allocate(model, recipe, plans, batches, loader, progress)
             outcomes = prune_modules(model, plans, batches, sequential=sequential, true_sequential=true_sequential,

@@ -22,7 +22,8 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-__all__ = ["CalibrationConfig", "Batches", "build_batches", "load_texts", "is_causal_lm", "CALIBRATION_MODES"]
+__all__ = ["CalibrationConfig", "Batches", "build_batches", "load_texts", "is_causal_lm", "CALIBRATION_MODES",
+           "split_batches"]
 
 CALIBRATION_MODES = ("auto", "lines", "windows")
 Batches = list  # list[dict[str, torch.Tensor]] with input_ids (B, T) and, for padded batches, attention_mask
@@ -111,3 +112,23 @@ def build_batches(model: nn.Module, tokenizer, source, cfg: CalibrationConfig = 
             tokenizer.pad_token = tokenizer.eos_token
         return _windows(tokenizer, texts, cfg, g)
     return _lines(tokenizer, texts, cfg, g)
+
+
+def split_batches(batches: Batches, max_tokens: int) -> Batches:
+    """The same samples in batches of at most ``max_tokens`` tokens (at least one sample each), in order.
+
+    Every tensor of a batch whose first dimension is the batch's sample count is sliced along it (input_ids,
+    attention_mask, token_type_ids, or whatever a caller's token batches carry); anything else is shared.
+    Fewer tokens per forward means smaller activations (bounded-memory pruning), not different statistics:
+    padding never enters them, and every sample is still seen once."""
+    out: Batches = []
+    for b in batches:
+        n, t = b["input_ids"].shape[:2]
+        size = max(1, max_tokens // max(1, t))
+        if size >= n:
+            out.append(b)
+            continue
+        for i in range(0, n, size):
+            out.append({k: v[i : i + size] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v
+                        for k, v in b.items()})
+    return out

@@ -72,8 +72,10 @@ def dsnot(
     grow_c = _units(wd * mu, r, c).sum(-1)  # (BR, BC, R)
     unit_var = _units(v.expand_as(wd), r, c).mean((-1, -2))  # (BR, BC)
     eps = _units((wd - wc) * mu, r, c).sum((1, 3))  # (BR, R)
-    h = None if hessian is None else hessian.double()
-    grad = None if h is None else (wd - wc) @ h  # (out, in): (W - W') H, kept current for the guard
+    # X^T X stays in its float32 storage (a float64 copy would be twice its bytes, 970 MB at a 7B down
+    # projection); what the guard reads of it is gathered first and widened then, exactly
+    h = hessian
+    grad = None if h is None else _times(wd - wc, h)  # (out, in): (W - W') H, kept current for the guard
     cycles = 0
     active = torch.ones(eps.shape[0], dtype=torch.bool)
     while cycles < max_cycles and bool(active.any()):
@@ -124,6 +126,15 @@ def dsnot(
     return wc.to(dense.dtype), kp
 
 
+def _times(a: torch.Tensor, h: torch.Tensor, slab: int = 1024) -> torch.Tensor:
+    """a @ h in float64 for a float64 ``a`` (out, in) and a float32 ``h`` (in, in), widening ``slab`` columns of
+    ``h`` at a time instead of all of it."""
+    out = torch.empty(a.shape[0], h.shape[1], dtype=torch.float64)
+    for j in range(0, h.shape[1], slab):
+        out[:, j : j + slab] = a @ h[:, j : j + slab].double()
+    return out
+
+
 def _guard(wd, wc, h, grad, ri, gi, pi) -> torch.Tensor:
     """For k candidate swaps (rows ri (k, R, 1), grown columns gi and pruned columns pi (k, 1, C)): whether
     each lowers the summed exact error of its rows; accepted ones are applied to ``grad`` in place."""
@@ -133,11 +144,11 @@ def _guard(wd, wc, h, grad, ri, gi, pi) -> torch.Tensor:
     # change of (W - W') on those entries: grown weights stop erring by W, pruned ones start erring by W'
     d = torch.cat([-wd[ri.expand(-1, -1, gi.shape[-1]), gi.expand(-1, ri.shape[1], -1)],
                    wc[ri.expand(-1, -1, pi.shape[-1]), pi.expand(-1, ri.shape[1], -1)]], -1)  # (k, R, 2C)
-    hsub = h[cols.squeeze(1)[:, :, None], cols.squeeze(1)[:, None, :]]  # (k, 2C, 2C)
+    hsub = h[cols.squeeze(1)[:, :, None], cols.squeeze(1)[:, None, :]].double()  # (k, 2C, 2C)
     change = 2 * (d * grad[rows, ccols]).sum(-1) + torch.einsum("krc,kcd,krd->kr", d, hsub, d)  # (k, R)
     good = change.sum(-1) < 0
     if bool(good.any()):
-        upd = torch.einsum("krc,kcn->krn", d[good], h[cols.squeeze(1)[good]])  # (k', R, in)
+        upd = torch.einsum("krc,kcn->krn", d[good], h[cols.squeeze(1)[good]].double())  # (k', R, in)
         grad.index_put_((ri[good].squeeze(-1).reshape(-1),), upd.reshape(-1, h.shape[0]), accumulate=True)
     return good
 

@@ -23,7 +23,8 @@ Padding tokens (attention mask 0) never enter the statistics. Peak memory: the m
 block: the loader holds the non-block weights only while block 0's inputs are captured), the calibration
 hidden states of one block boundary, one stage's X^T X (SparseGPT's factor is computed in its storage unless
 DSnoT still needs it; Wanda and magnitude skip it where it is larger than the weight) and one module's
-pruning working set.
+pruning working set. With a loader, the calibration batches are also split so that one forward's widest
+activation stays a small fraction of a block (``bounded_call_tokens``); the statistics are the same sums.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .sparsegpt import HessianConsumedError
 from .stats import InputStats
 
 __all__ = ["Plan", "Outcome", "BlockLoader", "walk_blocks", "prune_modules", "prune_without_data", "gather_stats",
-           "prune_one"]
+           "prune_one", "bounded_call_tokens"]
 
 log = logging.getLogger("sparsa.prune")
 
@@ -335,6 +336,22 @@ def prune_one(plan: Plan, stats: InputStats | None,
     log.info("%s: %s %s, sparsity %.1f%% (target %.1f%%), rel. error %s", plan.name, plan.method.name,
              plan.structure, 100 * out.sparsity, 100 * plan.sparsity, "n/a" if err is None else f"{err:.4g}")
     return out
+
+
+# bounded memory: one block call's widest activation (tokens x the block's widest weight dimension) holds at
+# most this fraction of the block's weight elements, so that the few MLP intermediates alive in one forward
+# (gate, up, activation, product) stay a fraction of a block instead of growing with the calibration batch
+CALL_ACTIVATION_SHARE = 16
+
+
+def bounded_call_tokens(model: nn.Module) -> int:
+    """Tokens per block call when pruning in bounded memory (calibration batches are split to this, see
+    calibration.split_batches): 570 at TinyLlama-1.1B's shapes (4 windows of 128), 1149 for a 7B Llama.
+    Read from parameter shapes only, so it works on a meta-device skeleton."""
+    block = find_blocks(model)[0][1]
+    params = list(block.parameters())
+    widest = max((max(p.shape[-2:]) for p in params if p.dim() >= 2), default=1)
+    return max(1, sum(p.numel() for p in params) // (CALL_ACTIVATION_SHARE * widest))
 
 
 def _draining(items: list):
