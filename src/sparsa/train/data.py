@@ -53,25 +53,46 @@ def split_lines(lines: list[str], valid_fraction: float = 0.05, max_valid: int =
 
 @dataclass
 class EncoderBatches:
-    """Endless seeded batches of padded lines: {input_ids, attention_mask[, token_type_ids]} (B, T)."""
+    """Endless seeded batches of padded lines: {input_ids, attention_mask[, token_type_ids]} (B, T).
+
+    ``group_by_length`` (the default): lines are drawn in a seeded random order as always, but each run of
+    ``pool`` batches' worth of them is sorted by token count, cut into batches and those batches shuffled, so
+    that a batch holds lines of similar length. Padding costs the same compute as text: on Wikipedia and news
+    sentences (median 27 tokens) random batches of 32 were 49% real tokens at a 64-token cap."""
 
     tokenizer: object
     lines: list[str]
     batch_size: int = 32
     max_length: int = 128
     seed: int = 0
+    group_by_length: bool = True
+    pool: int = 16
 
     def __post_init__(self) -> None:
         self._g = torch.Generator().manual_seed(self.seed)
         self._order: list[int] = []
+        self._ready: list[list[int]] = []
 
     def __iter__(self):
         return self
 
-    def __next__(self) -> dict[str, torch.Tensor]:
-        if len(self._order) < self.batch_size:  # a new pass over the lines, in a new order
+    def _draw(self, n: int) -> list[int]:
+        while len(self._order) < n:  # a new pass over the lines, in a new order
             self._order += torch.randperm(len(self.lines), generator=self._g).tolist()
-        idx, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
+        idx, self._order = self._order[:n], self._order[n:]
+        return idx
+
+    def _grouped(self) -> list[int]:
+        if not self._ready:
+            pool = self._draw(self.batch_size * self.pool)
+            ids = self.tokenizer([self.lines[i] for i in pool], truncation=True, max_length=self.max_length)
+            by_len = [i for _, _, i in sorted((len(t), k, i) for k, (t, i) in enumerate(zip(ids["input_ids"], pool)))]
+            cut = [by_len[j : j + self.batch_size] for j in range(0, len(by_len), self.batch_size)]
+            self._ready = [cut[j] for j in torch.randperm(len(cut), generator=self._g).tolist()]
+        return self._ready.pop()
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        idx = self._grouped() if self.group_by_length else self._draw(self.batch_size)
         enc = self.tokenizer([self.lines[i] for i in idx], padding=True, truncation=True,
                              max_length=self.max_length, return_tensors="pt")
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}

@@ -57,6 +57,7 @@ class RecoverSettings:
     valid_lines: int = 256
     seed: int = 0
     dropout: bool = False  # the student's dropout while distilling (off: it matches the teacher's eval outputs)
+    group_by_length: bool = True  # encoders: batches of sentences of similar length (data.EncoderBatches)
     weights: LossWeights = field(default_factory=LossWeights)
     # sparse training settings (train.config): method, sparsity, structure, ...; schedule as fractions of the run
     training: dict = field(default_factory=dict)
@@ -244,7 +245,7 @@ def recover(
     if tok.pad_token is None and kind == "decoder" and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     bs = s.batch_size or (32 if kind == "encoder" else 16)
-    batches = (EncoderBatches(tok, train_lines, bs, s.seq_len, s.seed) if kind == "encoder"
+    batches = (EncoderBatches(tok, train_lines, bs, s.seq_len, s.seed, s.group_by_length) if kind == "encoder"
                else DecoderWindows(tok, train_lines, bs, s.seq_len, s.seed))
     distiller = Distiller(student, dense, kind, s.weights)
     validate = _Validator(kind, dense, tok, valid_lines, s.seq_len)
