@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import time
 from pathlib import Path
 
@@ -46,8 +47,19 @@ GRADUAL = {"80% 4x1 gmp": (0.5, 0.6)}
 TARGETS = {"50%": 0.97, "2:4": 0.95, "80% 4x1": 0.90, "80% 4x1 gmp": 0.90}
 
 
-def slug(label: str) -> str:
-    return label.replace("%", "").replace(":", "-").replace(" ", "-")
+def result_key(label: str, tag: str | None) -> str:
+    """A tagged run (another learning rate, batching, ...) is recorded beside the setting's, not over it."""
+    return f"{label} [{tag}]" if tag else label
+
+
+def recorded(results: dict) -> list[tuple[str, str]]:
+    """(setting, result key) of the recorded runs, in the order of SETTINGS."""
+    return [(label, k) for label in SETTINGS for k in results if k == label or k.startswith(label + " [")]
+
+
+def slug(key: str) -> str:
+    """Folder name of a result key: '80% 4x1 [lr 0.001]' -> '80-4x1-lr-0.001'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", key.replace("%", "")).strip("-")
 
 
 def training_text() -> Path:
@@ -61,7 +73,7 @@ def training_text() -> Path:
     return path
 
 
-def one_shot(b: Bench, label: str) -> tuple[Path, dict]:
+def one_shot(b: Bench, label: str, key: str) -> tuple[Path, dict]:
     """Prune with SparseGPT and save the dense-with-zeros folder; its held-out fidelity."""
     st, sp = SETTINGS[label]
     sp = GRADUAL[label][0] if label in GRADUAL else sp
@@ -70,7 +82,7 @@ def one_shot(b: Bench, label: str) -> tuple[Path, dict]:
                               calibration_config=b.cfg)
     secs = time.perf_counter() - t
     f = embedding_fidelity(b.ref, encode(model, b.tok, b.sents))
-    folder = WORK / f"{slug(label)}-sparsegpt"
+    folder = WORK / f"{slug(key)}-sparsegpt"
     record = {"method": "sparsegpt", "structure": st, "sparsity": rep.achieved_sparsity,
               "modules": {m.name: m.structure for m in rep.modules}}
     save_pruned(model, b.tok, folder, record, source=None, overwrite=True)
@@ -89,10 +101,12 @@ def measure_speed(b: Bench, loaded) -> dict:
             "formats": sorted({type(m.packed).__name__ for m in loaded.modules() if hasattr(m, "packed")})}
 
 
-def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: int) -> dict:
+def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: int, tag: str | None = None,
+        group_by_length: bool = True, timed: bool = True) -> dict:
     b = Bench()
     dense_dir = default_model_path()
-    folder, before = one_shot(b, label)
+    key = result_key(label, tag)
+    folder, before = one_shot(b, label, key)
     print(f"{label}: one-shot SparseGPT cosine {before['cosine_mean']:.4f}, NN {before['nn_agreement']:.3f}",
           flush=True)
 
@@ -112,24 +126,25 @@ def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: 
                   f"{e['heldout_cosine']:.4f} NN {e['heldout_nn']:.3f} (job's valid cosine {info['metric']:.4f}), "
                   f"sparsity {e['sparsity']:.3f}", flush=True)
 
-    out = WORK / f"{slug(label)}-recovered"
+    out = WORK / f"{slug(key)}-recovered"
     gradual = {}
     if label in GRADUAL:
         st, sp = SETTINGS[label]
         gradual = {"training": {"method": "gmp", "sparsity": sp, "structure": st, "init": "current"},
                    "schedule_end": GRADUAL[label][1]}
     settings = RecoverSettings(minutes=minutes, eval_minutes=eval_minutes, lr=lr, batch_size=batch_size,
-                               seq_len=64, **gradual)
+                               seq_len=64, group_by_length=group_by_length, **gradual)
     res = recover(folder, training_text(), out, teacher=dense_dir, settings=settings, overwrite=True,
                   monitor=monitor, on_event=on_event)
     best = next(p for p in res.curve if p.step == res.best_step)  # the point the job saved
     loaded = sparsa.load(out)  # the packed checkpoint the job wrote, through the sparse kernels
     f = embedding_fidelity(b.ref, encode(loaded, b.tok, b.sents))
-    speed = measure_speed(b, loaded)
+    speed = measure_speed(b, loaded) if timed else None
     print(f"  sparse kernels: {speed}", flush=True)
     return {
         "setting": label, "structure": SETTINGS[label][0], "machine": machine(), "minutes": minutes, "lr": lr,
-        "batch_size": batch_size, "gradual": gradual or None, "steps": res.steps, "seconds_per_step": res.seconds_per_step,
+        "batch_size": batch_size, "group_by_length": group_by_length, "gradual": gradual or None,
+        "steps": res.steps, "seconds_per_step": res.seconds_per_step,
         "seconds": res.seconds, "sparsity": res.sparsity, "before": before,
         "after": {"cosine_mean": f.cosine_mean, "nn_agreement": f.nn_agreement, "cosine_min": f.cosine_min,
                   "step": best.step, "source": "sparsa.load of the saved best checkpoint"},
@@ -141,15 +156,13 @@ def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: 
 def table(results: dict) -> str:
     rows = ["| setting | one-shot cosine | NN | recovered cosine | NN | target | steps | minutes | dense ms | "
             "sparse kernels ms |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for label in SETTINGS:
-        r = results.get(label)
-        if r is None:
-            continue
+    for label, key in recorded(results):
+        r = results[key]
         b, a, sp = r["before"], r["after"], r.get("speed")
         tgt = f">= {r['target']:.2f}" if r["target"] else "-"
         ms = f"{sp['dense_ms']:.1f} | {sp['sparse_ms']:.1f} ({', '.join(sp['formats'])})" if sp else "- | -"
         start = f" (at {GRADUAL[label][0]:.0%})" if label in GRADUAL else ""
-        rows.append(f"| {label} | {b['cosine_mean']:.4f}{start} | {b['nn_agreement']:.3f} | {a['cosine_mean']:.4f} | "
+        rows.append(f"| {key} | {b['cosine_mean']:.4f}{start} | {b['nn_agreement']:.3f} | {a['cosine_mean']:.4f} | "
                     f"{a['nn_agreement']:.3f} | {tgt} | {r['steps']} | {r['seconds'] / 60:.1f} | {ms} |")
     return "\n".join(rows)
 
@@ -157,22 +170,27 @@ def table(results: dict) -> str:
 def curve_table(results: dict) -> str:
     """Held-out cosine (NN agreement) at each evaluation, per setting."""
     rows = ["| setting | curve: minutes -> held-out cosine (NN agreement) |", "|---|---|"]
-    for label in SETTINGS:
-        r = results.get(label)
-        if r is None:
-            continue
+    for _label, key in recorded(results):
+        r = results[key]
         pts = ", ".join(f"{p['minutes']:.1f}: {p['heldout_cosine']:.4f} ({p['heldout_nn']:.3f})" for p in r["curve"])
-        rows.append(f"| {label} | {pts} |")
+        rows.append(f"| {key} | {pts} |")
     return "\n".join(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("settings", nargs="*", help=f"settings to run, one after another: {', '.join(SETTINGS)}")
+    ap.add_argument("settings", nargs="*",
+                    help="settings to run, one after another: " + ", ".join(SETTINGS).replace("%", "%%"))
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--eval-minutes", type=float, default=1.5)
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--random-batches", action="store_true", help="sentences in random batches instead of "
+                                                                  "batches of similar length (the default)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--tag", default=None, help="record the run as '<setting> [TAG]' beside the setting's own")
+    ap.add_argument("--no-speed", action="store_true", help="skip timing the recovered checkpoint (for runs "
+                                                            "that share the CPU)")
     ap.add_argument("--table", action="store_true", help="print the table of the recorded results")
     ap.add_argument("--speed", action="store_true", help="time the saved recovered checkpoints of recorded "
                                                          "settings that have no timing yet")
@@ -181,17 +199,23 @@ def main() -> None:
     if bad:
         ap.error(f"unknown setting(s) {', '.join(bad)}; known: {', '.join(SETTINGS)}")
     torch.manual_seed(0)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for label in args.settings:
-        results[label] = run(label, args.minutes, args.eval_minutes, args.lr, args.batch_size)
+        r = run(label, args.minutes, args.eval_minutes, args.lr, args.batch_size, args.tag,
+                not args.random_batches, not args.no_speed)
+        # read again just before writing: another run may have recorded its own setting meanwhile
+        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        results[result_key(label, args.tag)] = r
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if args.speed:
         b = Bench()
-        for label, r in results.items():
-            if "speed" not in r:
-                r["speed"] = measure_speed(b, sparsa.load(WORK / f"{slug(label)}-recovered"))
-                print(f"{label}: {r['speed']}", flush=True)
+        for key, r in results.items():
+            if not r.get("speed"):
+                r["speed"] = measure_speed(b, sparsa.load(WORK / f"{slug(key)}-recovered"))
+                print(f"{key}: {r['speed']}", flush=True)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     if args.table or args.settings:
         print(table(results))
