@@ -40,10 +40,10 @@ HERE = Path(__file__).parent
 WORK = HERE / "data" / "recover"
 RESULTS = HERE / "results" / "recover_minilm.json"
 SETTINGS = {"50%": ("unstructured", 0.5), "2:4": ("2:4", None), "80% 4x1": ("4x1", 0.8),
-            "90%": ("unstructured", 0.9), "80% 4x1 gmp": ("4x1", 0.8)}
+            "90%": ("unstructured", 0.9), "80% 4x1 gmp": ("4x1", 0.8), "90% gmp": ("unstructured", 0.9)}
 # gradual routes: one-shot at a lower sparsity, then GMP (cubic) to the setting's sparsity during the first
 # GRADUAL[label][1] of the run, with distillation throughout; the saved checkpoint is one after the schedule
-GRADUAL = {"80% 4x1 gmp": (0.5, 0.6)}
+GRADUAL = {"80% 4x1 gmp": (0.5, 0.6), "90% gmp": (0.5, 0.6)}
 TARGETS = {"50%": 0.97, "2:4": 0.95, "80% 4x1": 0.90, "80% 4x1 gmp": 0.90}
 
 
@@ -102,7 +102,7 @@ def measure_speed(b: Bench, loaded) -> dict:
 
 
 def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: int, tag: str | None = None,
-        group_by_length: bool = True, timed: bool = True) -> dict:
+        group_by_length: bool = True, timed: bool = True, schedule_end: float | None = None) -> dict:
     b = Bench()
     dense_dir = default_model_path()
     key = result_key(label, tag)
@@ -131,7 +131,7 @@ def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: 
     if label in GRADUAL:
         st, sp = SETTINGS[label]
         gradual = {"training": {"method": "gmp", "sparsity": sp, "structure": st, "init": "current"},
-                   "schedule_end": GRADUAL[label][1]}
+                   "schedule_end": schedule_end or GRADUAL[label][1]}
     settings = RecoverSettings(minutes=minutes, eval_minutes=eval_minutes, lr=lr, batch_size=batch_size,
                                seq_len=64, group_by_length=group_by_length, **gradual)
     res = recover(folder, training_text(), out, teacher=dense_dir, settings=settings, overwrite=True,
@@ -191,6 +191,9 @@ def main() -> None:
     ap.add_argument("--tag", default=None, help="record the run as '<setting> [TAG]' beside the setting's own")
     ap.add_argument("--no-speed", action="store_true", help="skip timing the recovered checkpoint (for runs "
                                                             "that share the CPU)")
+    ap.add_argument("--schedule-end", type=float, default=None,
+                    help="gradual routes: fraction of the run by which GMP reaches the sparsity (default: the "
+                         "setting's, " + ", ".join(f"{k} {v[1]}" for k, v in GRADUAL.items()).replace("%", "%%") + ")")
     ap.add_argument("--table", action="store_true", help="print the table of the recorded results")
     ap.add_argument("--speed", action="store_true", help="time the saved recovered checkpoints of recorded "
                                                          "settings that have no timing yet")
@@ -203,7 +206,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     for label in args.settings:
         r = run(label, args.minutes, args.eval_minutes, args.lr, args.batch_size, args.tag,
-                not args.random_batches, not args.no_speed)
+                not args.random_batches, not args.no_speed, args.schedule_end)
         # read again just before writing: another run may have recorded its own setting meanwhile
         results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         results[result_key(label, args.tag)] = r

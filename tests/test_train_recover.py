@@ -290,3 +290,26 @@ def test_recover_decoder_distils_logits_and_reports_perplexity(tmp_path):
 def test_recover_help_has_an_example():
     r = CliRunner().invoke(app, ["recover", "--help"])
     assert r.exit_code == 0 and "Example" in r.output and "sparsa recover" in r.output
+
+
+def test_resizing_a_run_moves_a_schedule_only_before_its_end():
+    """Re-sizing the run on measured step times (more steps fit than the first estimate said): a GMP schedule
+    still to come is placed on the new length; one that has ended keeps its steps, so its final masks stay
+    final, and only the run gets longer."""
+    from sparsa.train.config import load_config
+    from sparsa.train.recovery import _resized
+
+    training = {"method": "gmp", "sparsity": 0.8, "init": "current"}
+
+    def schedule(total: int):  # as recover places it: the schedule ends at 60% of the run
+        return load_config(training, total_steps=total, start_step=0, end_step=int(0.6 * total))
+
+    cfg = schedule(1000)
+    before_end = _resized(cfg, 300, 1100, schedule)
+    assert (before_end.total_steps, before_end.resolved_end) == (1100, 660)
+    after_end = _resized(cfg, 700, 1100, schedule)
+    assert (after_end.total_steps, after_end.start_step, after_end.resolved_end) == (1100, 0, 600)
+    shorter = _resized(cfg, 650, 640, schedule)  # never shorter than the schedule it already ran
+    assert (shorter.total_steps, shorter.resolved_end) == (640, 600)
+    fixed = load_config({"method": "fixed"}, total_steps=1000)
+    assert _resized(fixed, 700, 1100, lambda t: load_config({"method": "fixed"}, total_steps=t)).total_steps == 1100
