@@ -34,7 +34,7 @@ from prune_quality import MIX, Bench, machine
 from sparsa.eval import embedding_fidelity, encode
 from sparsa.runtime import default_model_path, time_fn
 from sparsa.runtime.models import save_pruned
-from sparsa.train import RecoverSettings, recover
+from sparsa.train import LossWeights, RecoverSettings, recover
 
 HERE = Path(__file__).parent
 WORK = HERE / "data" / "recover"
@@ -101,11 +101,11 @@ def measure_speed(b: Bench, loaded) -> dict:
             "formats": sorted({type(m.packed).__name__ for m in loaded.modules() if hasattr(m, "packed")})}
 
 
-def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: int, tag: str | None = None,
-        group_by_length: bool = True, timed: bool = True, schedule_end: float | None = None) -> dict:
+def run(label: str, o: argparse.Namespace) -> dict:
+    """One setting with the command line's options ``o`` (learning rate, batches, loss weights, ...)."""
     b = Bench()
     dense_dir = default_model_path()
-    key = result_key(label, tag)
+    key = result_key(label, o.tag)
     folder, before = one_shot(b, label, key)
     print(f"{label}: one-shot SparseGPT cosine {before['cosine_mean']:.4f}, NN {before['nn_agreement']:.3f}",
           flush=True)
@@ -130,20 +130,25 @@ def run(label: str, minutes: float, eval_minutes: float, lr: float, batch_size: 
     gradual = {}
     if label in GRADUAL:
         st, sp = SETTINGS[label]
-        gradual = {"training": {"method": "gmp", "sparsity": sp, "structure": st, "init": "current"},
-                   "schedule_end": schedule_end or GRADUAL[label][1]}
-    settings = RecoverSettings(minutes=minutes, eval_minutes=eval_minutes, lr=lr, batch_size=batch_size,
-                               seq_len=64, group_by_length=group_by_length, **gradual)
+        gradual = {"training": {"method": "gmp", "sparsity": sp, "structure": st, "init": "current",
+                                "allocation": o.allocation,
+                                "overrides": [{"targets": [pat], "sparsity": float(v)}
+                                              for pat, _, v in (x.rpartition("=") for x in o.override)]},
+                   "schedule_end": o.schedule_end or GRADUAL[label][1]}
+    weights = LossWeights(squarehead=o.squarehead_weight, cosine=o.cosine_weight)
+    settings = RecoverSettings(minutes=o.minutes, eval_minutes=o.eval_minutes, lr=o.lr, batch_size=o.batch_size,
+                               seq_len=o.seq_len, group_by_length=not o.random_batches, weights=weights, **gradual)
     res = recover(folder, training_text(), out, teacher=dense_dir, settings=settings, overwrite=True,
                   monitor=monitor, on_event=on_event)
     best = next(p for p in res.curve if p.step == res.best_step)  # the point the job saved
     loaded = sparsa.load(out)  # the packed checkpoint the job wrote, through the sparse kernels
     f = embedding_fidelity(b.ref, encode(loaded, b.tok, b.sents))
-    speed = measure_speed(b, loaded) if timed else None
+    speed = None if o.no_speed else measure_speed(b, loaded)
     print(f"  sparse kernels: {speed}", flush=True)
     return {
-        "setting": label, "structure": SETTINGS[label][0], "machine": machine(), "minutes": minutes, "lr": lr,
-        "batch_size": batch_size, "group_by_length": group_by_length, "gradual": gradual or None,
+        "setting": label, "structure": SETTINGS[label][0], "machine": machine(), "minutes": o.minutes, "lr": o.lr,
+        "batch_size": o.batch_size, "seq_len": o.seq_len, "group_by_length": not o.random_batches,
+        "loss_weights": {"squarehead": weights.squarehead, "cosine": weights.cosine}, "gradual": gradual or None,
         "steps": res.steps, "seconds_per_step": res.seconds_per_step,
         "seconds": res.seconds, "sparsity": res.sparsity, "before": before,
         "after": {"cosine_mean": f.cosine_mean, "nn_agreement": f.nn_agreement, "cosine_min": f.cosine_min,
@@ -194,6 +199,14 @@ def main() -> None:
     ap.add_argument("--schedule-end", type=float, default=None,
                     help="gradual routes: fraction of the run by which GMP reaches the sparsity (default: the "
                          "setting's, " + ", ".join(f"{k} {v[1]}" for k, v in GRADUAL.items()).replace("%", "%%") + ")")
+    ap.add_argument("--allocation", choices=("uniform", "erk"), default="uniform",
+                    help="gradual routes: the GMP target per layer, the same for all or Erdos-Renyi-Kernel")
+    ap.add_argument("--override", action="append", default=[], metavar="PATTERN=SPARSITY",
+                    help="gradual routes: modules trained to their own sparsity, the rest adjusted to keep the "
+                         "setting's overall sparsity (as sparsa recover --override)")
+    ap.add_argument("--seq-len", type=int, default=64, help="tokens per training sentence at most")
+    ap.add_argument("--squarehead-weight", type=float, default=1.0, help="weight of the per-block SquareHead loss")
+    ap.add_argument("--cosine-weight", type=float, default=1.0, help="weight of (1 - embedding cosine)")
     ap.add_argument("--table", action="store_true", help="print the table of the recorded results")
     ap.add_argument("--speed", action="store_true", help="time the saved recovered checkpoints of recorded "
                                                          "settings that have no timing yet")
@@ -205,8 +218,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     for label in args.settings:
-        r = run(label, args.minutes, args.eval_minutes, args.lr, args.batch_size, args.tag,
-                not args.random_batches, not args.no_speed, args.schedule_end)
+        r = run(label, args)
         # read again just before writing: another run may have recorded its own setting meanwhile
         results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         results[result_key(label, args.tag)] = r

@@ -20,7 +20,10 @@ from sparsa.train import (
     mask_decay,
     squarehead,
 )
-from sparsa.train.dynamics import layer_sparsities
+from sparsa.modules import ModuleSelectionError
+from sparsa.structure import StructureError
+from sparsa.train.config import ConfigError, load_config
+from sparsa.train.dynamics import layer_sparsities, with_overrides
 from sparsa.train.schedules import is_update_step
 
 
@@ -101,6 +104,52 @@ def test_random_erk_masks_have_the_erk_densities():
         o, i = shapes[r.name]
         assert 1 - r.sparsity == pytest.approx(eps * (o + i) / (o * i), abs=1.0 / (o * i))
     assert sp.sparsity() == pytest.approx(0.8, abs=1e-3)
+
+
+# -- per-module overrides: fixed modules, the rest absorbs the difference ------------------------------------------
+def test_overrides_keep_the_overall_sparsity_and_scale_the_rest():
+    """Hand-computed: 3 layers of 64x64 = 4096 weights each, 80% overall keeps 0.2 * 12288 = 2457.6 weights;
+    layer 'c' at 70% keeps 1228.8, so 'a' and 'b' share 1228.8, i.e. 614.4 each: sparsity 0.85."""
+    shapes = {"a": (64, 64), "b": (64, 64), "c": (64, 64)}
+    got = with_overrides(layer_sparsities(shapes, 0.8, "uniform"), shapes, {"c": 0.7}, 0.8)
+    assert got["c"] == 0.7 and got["a"] == pytest.approx(0.85) and got["b"] == pytest.approx(0.85)
+    # on top of ERK the rest keeps ERK's proportions (one factor on every density)
+    shapes = {"a": (64, 64), "b": (256, 64), "c": (64, 256)}
+    erk = layer_sparsities(shapes, 0.9, "erk")
+    got = with_overrides(erk, shapes, {"c": 0.8}, 0.9)
+    assert (1 - got["a"]) / (1 - got["b"]) == pytest.approx((1 - erk["a"]) / (1 - erk["b"]))
+    kept = sum((1 - got[k]) * o * i for k, (o, i) in shapes.items())
+    assert kept == pytest.approx(0.1 * sum(o * i for o, i in shapes.values()))
+    with pytest.raises(StructureError, match="other modules would need sparsity 1.1"):  # 0.5 * 1.2 + 0.5 * x = 0.8
+        with_overrides({"a": 0.8, "b": 0.8}, {"a": (8, 8), "b": (8, 8)}, {"a": 0.5}, 0.8)
+
+
+def test_overrides_in_training_masks_and_errors():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    sp = SparseTraining(model, method="gmp", sparsity=0.8, structure="4x1", total_steps=4, end_step=2,
+                        update_every=1, overrides=[{"targets": "re:^4$", "sparsity": 0.7}])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sp.attach(opt)
+    for _ in range(4):
+        model(torch.randn(8, 64)).square().mean().backward()
+        opt.step()
+        sp.step()
+        opt.zero_grad()
+    got = {r.name: r.sparsity for r in sp.report()}
+    unit = 1 / 1024  # a 64x64 weight holds 1024 blocks of 4x1: sparsities are rounded to whole blocks
+    assert got == {"0": pytest.approx(0.85, abs=unit), "2": pytest.approx(0.85, abs=unit),
+                   "4": pytest.approx(0.7, abs=unit)}
+    assert sp.sparsity() == pytest.approx(0.8, abs=unit)
+    with pytest.raises(ModuleSelectionError, match="matches none of the 2 trained modules"):
+        SparseTraining(model, method="random", sparsity=0.8, ignore=["re:^4$"],
+                       overrides=[{"targets": "re:^4$", "sparsity": 0.7}])
+    with pytest.raises(ConfigError, match="overrides.0.sparsity"):
+        load_config(method="gmp", sparsity=0.8, total_steps=10, overrides=[{"targets": "Linear", "sparsity": 1.5}])
+    with pytest.raises(ConfigError, match="overrides.0.spars: unknown key"):
+        load_config(method="gmp", sparsity=0.8, total_steps=10, overrides=[{"targets": "Linear", "spars": 0.5}])
+    with pytest.raises(ConfigError, match="unstructured or block structure"):
+        load_config(method="srste", structure="2:4", overrides=[{"targets": "Linear", "sparsity": 0.5}])
 
 
 # -- RigL: drop by magnitude, regrow by |dense gradient| ----------------------------------------------------------

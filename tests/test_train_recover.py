@@ -146,6 +146,23 @@ def test_a_scheduled_run_saves_only_checkpoints_at_the_final_sparsity(tiny, tmp_
     assert sum(int((x == 0).sum()) for x in w) / sum(x.numel() for x in w) == pytest.approx(0.8, abs=0.01)
 
 
+def test_recover_with_a_denser_last_block_keeps_the_overall_sparsity(tiny, tmp_path):
+    """`--override` through the CLI: GMP from the 60% student to 80% overall, block 1 trained to 70%, so the
+    other block ends at 90% (equal parameter counts per block); the saved checkpoint has exactly that."""
+    tdir, sdir, data = tiny
+    r = _run(str(sdir), "--teacher", str(tdir), "--data", str(data), "--out", str(tmp_path / "o"), "--minutes",
+             "5", "--steps", "12", "--batch-size", "8", "--seq-len", "16", "--eval-minutes", "0.00001",
+             "--method", "gmp", "--sparsity", "0.8", "--init", "current", "--override", "re:.*layer\\.1\\..*=0.7",
+             "--json")
+    assert r.exit_code == 0, r.output
+    rec = sparsa.load(tmp_path / "o", dense=True)
+    zeros = {n: float((m.weight == 0).float().mean()) for n, m in sparsa.select_modules(rec)}
+    assert all(v == pytest.approx(0.7, abs=0.01) for n, v in zeros.items() if ".layer.1." in n)
+    assert all(v == pytest.approx(0.9, abs=0.01) for n, v in zeros.items() if ".layer.0." in n)
+    w = [m.weight for _, m in sparsa.select_modules(rec)]
+    assert sum(int((x == 0).sum()) for x in w) / sum(x.numel() for x in w) == pytest.approx(0.8, abs=0.01)
+
+
 def test_cli_recover_progress_and_json(tiny, tmp_path):
     tdir, sdir, data = tiny
     p = subprocess.run([sys.executable, "-m", "sparsa.cli", "recover", str(sdir), "--teacher", str(tdir), "--data",
@@ -178,6 +195,12 @@ def test_bad_input_fails_before_training(tiny, tmp_path):
         ([str(sdir), "--teacher", str(tdir), "--data", str(data), "--method", "lottery"],
          "known methods: fixed, random, gmp, set, rigl, granet, srste, decay"),
         ([str(sdir), "--teacher", str(tdir), "--data", str(data), "--loss", "colour=1"], "--loss 'colour=1'"),
+        ([str(sdir), "--teacher", str(tdir), "--data", str(data), "--method", "gmp", "--sparsity", "0.8",
+          "--override", "re:.*layer\\.1\\..*"], "--override takes PATTERN=SPARSITY"),
+        ([str(sdir), "--teacher", str(tdir), "--data", str(data), "--method", "gmp", "--sparsity", "0.8",
+          "--override", "re:pooler\\.dense=0.5"], "matches none of the 12 trained modules"),
+        ([str(sdir), "--teacher", str(tdir), "--data", str(data), "--method", "gmp", "--sparsity", "0.8",
+          "--override", "Linear=0.1"], "cannot be kept"),
     ]
     for args, msg in cases:
         r = _run(*args, *base)

@@ -23,6 +23,11 @@ def recover_cmd(
     sparsity: Optional[float] = typer.Option(None, "--sparsity", "-s", help="Target sparsity: needed by methods "
                                                                             "that move masks (fixed keeps PRUNED's)."),
     structure: Optional[str] = typer.Option(None, "--structure", help="Structure for methods that move masks."),
+    allocation: Optional[str] = typer.Option(None, "--allocation", help="Per-module sparsity for methods that "
+                                             "move masks: uniform (default) or erk."),
+    override: Optional[List[str]] = typer.Option(None, "--override", help="PATTERN=SPARSITY: modules (type or "
+                                                 "re:name) at their own sparsity, the others adjusted to keep "
+                                                 "--sparsity overall. Repeatable; the last match wins."),
     init: Optional[str] = typer.Option(None, "--init", help="Starting masks: current (PRUNED's zeros), dense, "
                                                             "random or magnitude (default: the method's)."),
     schedule_start: float = typer.Option(0.0, "--schedule-start", help="Schedule start, fraction of the run."),
@@ -50,7 +55,8 @@ def recover_cmd(
 
     with user_errors():
         weights = _loss_weights(loss or [], LossWeights)
-        training = {"method": method, "sparsity": sparsity, "init": init}
+        training = {"method": method, "sparsity": sparsity, "init": init, "allocation": allocation,
+                    "overrides": [_override(o) for o in override or []] or None}
         if structure is not None:
             training["structure"] = structure
         settings = RecoverSettings(minutes=minutes, max_steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
@@ -68,6 +74,18 @@ def recover_cmd(
     out.print(f"recovered {pruned} -> {res.out}: held-out {res.metric} {res.before:.4f} -> {res.best:.4f} "
               f"(best at step {res.best_step} of {res.steps}; {arrow}); {res.sparsity:.1%} zeros kept exactly; "
               f"{res.seconds / 60:.1f} min")
+
+
+def _override(item: str) -> dict:
+    """'PATTERN=SPARSITY' -> one entry of the training config's overrides."""
+    pattern, _, value = item.rpartition("=")
+    try:
+        sparsity = float(value)
+    except ValueError:
+        sparsity = None
+    if not pattern or sparsity is None:
+        raise ValueError(f"--override takes PATTERN=SPARSITY (e.g. 're:.*layer\\.5\\..*=0.7'), got '{item}'")
+    return {"targets": [pattern], "sparsity": sparsity}
 
 
 def _loss_weights(items: list[str], cls):

@@ -5,6 +5,8 @@ errors before anything trains). The same object comes from keyword arguments, a 
     sparsity: 0.9           # final sparsity (N:M: implied by the structure)
     structure: 4x1          # the foundation's vocabulary: unstructured | N:M | RxC blocks
     allocation: erk         # per-layer sparsity: uniform | erk
+    overrides:              # modules at their own sparsity; the others absorb the difference (same overall)
+      - {targets: ['re:encoder\\.layer\\.5\\..*'], sparsity: 0.7}
     init: random            # starting mask: current (the model's zeros) | dense | random | magnitude
     total_steps: 10000      # optimizer steps of the run (places the schedules)
     start_step: 0           # schedules run over [start_step, end_step]
@@ -37,6 +39,25 @@ class ConfigError(ValueError):
     pass
 
 
+class SparsityOverride(BaseModel):
+    """Modules (types or ``re:`` names, as ``targets``) trained to their own sparsity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    targets: list[str]
+    sparsity: float
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity(cls, v: float) -> float:
+        return check_sparsity(v)
+
+
 class SparseTrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +65,7 @@ class SparseTrainingConfig(BaseModel):
     sparsity: Optional[float] = None
     structure: str = "unstructured"
     allocation: Literal["uniform", "erk"] = "uniform"
+    overrides: list[SparsityOverride] = Field(default_factory=list)  # later entries win where several match
     init: Optional[str] = None
     init_sparsity: Optional[float] = None  # GraNet from random: the starting sparsity (default 0.5)
     total_steps: Optional[int] = Field(None, ge=1)
@@ -118,6 +140,9 @@ class SparseTrainingConfig(BaseModel):
                 raise ValueError(str(e)) from None
             if end > self.total_steps:
                 raise ValueError(f"schedule ends at step {end}, after the run's last step {self.total_steps}")
+        if self.overrides and (isinstance(st, NM) or self.sparsity is None):
+            raise ValueError("sparsity overrides need an overall sparsity and an unstructured or block structure "
+                             f"(got structure {st}, sparsity {self.sparsity})")
         if self.method == "granet" and self.resolved_init == "random":
             s0 = self.resolved_init_sparsity
             if self.sparsity is not None and s0 > self.sparsity:

@@ -27,11 +27,11 @@ from torch import nn
 
 from ..structure import Structure, Unstructured, parse_structure
 from .config import ConfigError, SparseTrainingConfig, load_config
-from .dynamics import layer_sparsities
+from .dynamics import layer_sparsities, with_overrides
 from .hard import HardMasks
 from .methods import get_method
 from .soft import SoftMask, install_soft, lifted, remove_soft
-from .targets import Target, find_targets, is_transposed
+from .targets import Target, find_targets, is_transposed, overridden
 
 __all__ = ["SparseTraining", "ModuleSparsity", "pack_mask", "unpack_mask"]
 
@@ -92,7 +92,8 @@ class SparseTraining:
             for name, mod in chosen:
                 sps[name] = float((mod.weight == 0).sum()) / mod.weight.numel()
         else:
-            sps = layer_sparsities(shapes, final, self.cfg.allocation)
+            sps = with_overrides(layer_sparsities(shapes, final, self.cfg.allocation), shapes,
+                                 overridden(model, self.cfg.overrides, list(shapes)), final)
         keep_own = self.method.name == "fixed" and self.cfg.resolved_init == "current"
         if keep_own and state is None and not any(bool((m.weight == 0).any()) for _, m in chosen):
             # "fixed" keeps the zeros the model has; on a dense model that would silently train it dense

@@ -16,7 +16,7 @@ from ..prune.allocation import erk_sparsities
 from ..structure import NM, Block, Structure, StructureError
 
 __all__ = ["unit_numel", "active_units", "total_units", "drop_lowest", "grow_highest", "prune_to",
-           "random_scores", "random_mask", "layer_sparsities", "LAYER_ALLOCATIONS"]
+           "random_scores", "random_mask", "layer_sparsities", "with_overrides", "LAYER_ALLOCATIONS"]
 
 LAYER_ALLOCATIONS = ("uniform", "erk")
 
@@ -90,6 +90,31 @@ def random_mask(shape: tuple[int, int], structure: Structure, sparsity: float | 
                 generator: torch.Generator) -> torch.Tensor:
     """A uniformly random mask of ``structure`` at ``sparsity`` (N:M: a random N of every M)."""
     return mask_from_scores(random_scores(shape, structure, generator), structure, sparsity)
+
+
+def with_overrides(sps: dict[str, float], shapes: dict[str, tuple[int, int]], fixed: dict[str, float],
+                   sparsity: float) -> dict[str, float]:
+    """``sps`` with the modules of ``fixed`` at their own sparsity, and the other modules' densities scaled by
+    one factor so that the parameter-weighted sparsity stays ``sparsity`` (a denser last block is paid for by
+    the rest, not by the overall target). An error when the rest cannot absorb it."""
+    if not fixed:
+        return dict(sps)
+    size = {k: shapes[k][0] * shapes[k][1] for k in sps}
+    rest = [k for k in sps if k not in fixed]
+    kept_total = (1.0 - sparsity) * sum(size.values())
+    kept_fixed = sum(size[k] * (1.0 - v) for k, v in fixed.items())
+    kept_rest = sum(size[k] * (1.0 - sps[k]) for k in rest)
+    if not rest or kept_rest <= 0:
+        raise StructureError(f"the sparsity overrides cover every module; the overall sparsity {sparsity:g} "
+                             "cannot be kept (drop an override or the overall sparsity)")
+    scale = (kept_total - kept_fixed) / kept_rest
+    out = {k: fixed.get(k, 1.0 - (1.0 - sps[k]) * scale) for k in sps}
+    bad = [k for k in rest if not 0.0 <= out[k] < 1.0]
+    if bad:
+        raise StructureError(f"with the sparsity overrides, the other modules would need sparsity "
+                             f"{out[bad[0]]:.3f} (module '{bad[0]}') to keep the overall {sparsity:g}; allowed: "
+                             f"0 <= sparsity < 1: make the overrides closer to the overall sparsity")
+    return out
 
 
 def layer_sparsities(shapes: dict[str, tuple[int, int]], sparsity: float, allocation: str) -> dict[str, float]:

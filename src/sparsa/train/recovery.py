@@ -38,7 +38,7 @@ from .data import DecoderWindows, EncoderBatches, read_lines, split_lines
 from .distiller import Distiller, LossWeights, check_teacher
 from .methods import METHODS
 from .schedules import ScheduleError
-from .targets import find_targets
+from .targets import find_targets, overridden
 
 __all__ = ["RecoverSettings", "RecoverResult", "EvalPoint", "recover", "validation_metric"]
 
@@ -250,7 +250,8 @@ def recover(
         raise ModelLoadError(f"neither '{pruned}' nor '{teacher}' has tokenizer files; recovery needs them")
     kind = "decoder" if is_causal_lm(student) else "encoder"
     # structures the model's shapes do not allow
-    find_targets(student, parse_structure(cfg.structure), cfg.targets, cfg.ignore)
+    trained = find_targets(student, parse_structure(cfg.structure), cfg.targets, cfg.ignore)
+    overridden(student, cfg.overrides, [n for n, _ in trained])  # patterns that select nothing
     if tok.pad_token is None and kind == "decoder" and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     bs = s.batch_size or (32 if kind == "encoder" else 16)

@@ -13,10 +13,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, Pattern, select_modules
+from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, ModuleSelectionError, Pattern, select_modules
 from ..structure import Structure, StructureError
 
-__all__ = ["Target", "find_targets", "is_transposed"]
+__all__ = ["Target", "find_targets", "is_transposed", "overridden"]
 
 
 @dataclass
@@ -76,3 +76,18 @@ def find_targets(model: nn.Module, structure: Structure, targets: Sequence[Patte
         shape = (w.shape[1], w.shape[0]) if is_transposed(mod) else tuple(w.shape)
         structure.check_shape(tuple(shape), f"module '{name}' ({type(mod).__name__})")
     return chosen
+
+
+def overridden(model: nn.Module, overrides: Sequence, trained: Sequence[str]) -> dict[str, float]:
+    """Trained module name -> its sparsity from a config's ``overrides`` (entries with ``targets`` and
+    ``sparsity``; a later entry wins where several match). A pattern that matches no module is an error (as
+    in module selection), and so is one that matches only modules that are not trained."""
+    trained = list(trained)
+    out: dict[str, float] = {}
+    for ov in overrides:
+        names = [n for n, _ in select_modules(model, ov.targets, ignore=[]) if n in trained]
+        if not names:
+            raise ModuleSelectionError(f"sparsity override {ov.targets} matches none of the {len(trained)} trained "
+                                       f"modules (e.g. '{trained[0]}')")
+        out.update((n, ov.sparsity) for n in names)
+    return out
