@@ -33,7 +33,7 @@ from .methods import get_method
 from .soft import SoftMask, install_soft, lifted, remove_soft
 from .targets import Target, find_targets, is_transposed, overridden
 
-__all__ = ["SparseTraining", "ModuleSparsity", "pack_mask", "unpack_mask"]
+__all__ = ["SparseTraining", "ModuleSparsity", "pack_mask", "unpack_mask", "planned_sparsities"]
 
 _STATE_VERSION = 1
 
@@ -65,6 +65,24 @@ class ModuleSparsity:
     sparsity: float  # zeros of the mask
 
 
+def _out_in(module: nn.Module) -> tuple[int, int]:
+    s = tuple(module.weight.shape)
+    return (s[1], s[0]) if is_transposed(module) else s
+
+
+def planned_sparsities(model: nn.Module, cfg: SparseTrainingConfig,
+                       chosen: list[tuple[str, nn.Module]]) -> dict[str, float]:
+    """Final sparsity per trained module: the allocation's, with the config's overrides (the rest keeping the
+    overall sparsity); without an overall sparsity (fixed masks from the model's zeros), the zeros each has.
+    Errors (an override that selects nothing or cannot be absorbed) come before anything is trained."""
+    final = cfg.resolved_sparsity
+    if final is None:
+        return {name: float((mod.weight == 0).sum()) / mod.weight.numel() for name, mod in chosen}
+    shapes = {name: _out_in(mod) for name, mod in chosen}
+    return with_overrides(layer_sparsities(shapes, final, cfg.allocation), shapes,
+                          overridden(model, cfg.overrides, list(shapes)), final)
+
+
 class SparseTraining:
     """Masks over the model's linear weights and the schedule that moves them; see the module docstring.
 
@@ -82,18 +100,8 @@ class SparseTraining:
         self.structure = parse_structure(self.cfg.structure)
         self.method = get_method(self.cfg.method)
         chosen = find_targets(model, self.structure, self.cfg.targets, self.cfg.ignore)
-        shapes = {}
-        for name, mod in chosen:
-            s = tuple(mod.weight.shape)
-            shapes[name] = (s[1], s[0]) if is_transposed(mod) else s
-        final = self.cfg.resolved_sparsity
-        if final is None:  # fixed masks from the model's zeros: each layer keeps the sparsity it has
-            sps = {}
-            for name, mod in chosen:
-                sps[name] = float((mod.weight == 0).sum()) / mod.weight.numel()
-        else:
-            sps = with_overrides(layer_sparsities(shapes, final, self.cfg.allocation), shapes,
-                                 overridden(model, self.cfg.overrides, list(shapes)), final)
+        shapes = {name: _out_in(mod) for name, mod in chosen}
+        sps = planned_sparsities(model, self.cfg, chosen)
         keep_own = self.method.name == "fixed" and self.cfg.resolved_init == "current"
         if keep_own and state is None and not any(bool((m.weight == 0).any()) for _, m in chosen):
             # "fixed" keeps the zeros the model has; on a dense model that would silently train it dense

@@ -33,12 +33,12 @@ from ..prune.calibration import is_causal_lm
 from ..runtime.models import SPARSA_METADATA, ModelLoadError, load_pretrained
 from ..structure import parse_structure
 from .config import load_config
-from .controller import SparseTraining
+from .controller import SparseTraining, planned_sparsities
 from .data import DecoderWindows, EncoderBatches, read_lines, split_lines
 from .distiller import Distiller, LossWeights, check_teacher
 from .methods import METHODS
 from .schedules import ScheduleError
-from .targets import find_targets, overridden
+from .targets import find_targets
 
 __all__ = ["RecoverSettings", "RecoverResult", "EvalPoint", "recover", "validation_metric"]
 
@@ -249,9 +249,8 @@ def recover(
     if tok is None:
         raise ModelLoadError(f"neither '{pruned}' nor '{teacher}' has tokenizer files; recovery needs them")
     kind = "decoder" if is_causal_lm(student) else "encoder"
-    # structures the model's shapes do not allow
-    trained = find_targets(student, parse_structure(cfg.structure), cfg.targets, cfg.ignore)
-    overridden(student, cfg.overrides, [n for n, _ in trained])  # patterns that select nothing
+    # structures the model's shapes do not allow; overrides that select nothing or that the rest cannot absorb
+    planned_sparsities(student, cfg, find_targets(student, parse_structure(cfg.structure), cfg.targets, cfg.ignore))
     if tok.pad_token is None and kind == "decoder" and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     bs = s.batch_size or (32 if kind == "encoder" else 16)
