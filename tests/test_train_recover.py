@@ -332,7 +332,8 @@ def test_resizing_a_run_moves_a_schedule_only_before_its_end():
     assert (before_end.total_steps, before_end.resolved_end) == (1100, 660)
     after_end = _resized(cfg, 700, 1100, schedule)
     assert (after_end.total_steps, after_end.start_step, after_end.resolved_end) == (1100, 0, 600)
-    shorter = _resized(cfg, 650, 640, schedule)  # never shorter than the schedule it already ran
+    shorter = _resized(cfg, 650, 640, schedule)  # a slower run gets shorter, its schedule still as it ran
     assert (shorter.total_steps, shorter.resolved_end) == (640, 600)
+    assert _resized(cfg, 600, 550, schedule).total_steps == 600  # never shorter than the schedule it ran
     fixed = load_config({"method": "fixed"}, total_steps=1000)
     assert _resized(fixed, 700, 1100, lambda t: load_config({"method": "fixed"}, total_steps=t)).total_steps == 1100
