@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..config_types import Patterns
 from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS
 from ..structure import check_sparsity, parse_structure
 from .allocation import check_allocation
@@ -46,8 +47,8 @@ class _Strict(BaseModel):
 
 
 class RecipeEntry(_Strict):
-    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
-    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+    targets: Patterns = Field(default_factory=lambda: list(DEFAULT_TARGETS))
+    ignore: Patterns = Field(default_factory=lambda: list(DEFAULT_IGNORE))
     method: str = "magnitude"
     sparsity: Optional[float] = None
     structure: str = "unstructured"
@@ -56,11 +57,6 @@ class RecipeEntry(_Strict):
     dsnot: bool = False
     owl_lambda: float = Field(0.08, ge=0.0, lt=0.5)
     owl_m: float = Field(5.0, gt=0.0)
-
-    @field_validator("targets", "ignore", mode="before")
-    @classmethod
-    def _listify(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
     @field_validator("method")
     @classmethod

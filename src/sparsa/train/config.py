@@ -25,7 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS
-from ..structure import NM, check_sparsity, parse_structure
+from ..config_types import Patterns, Sparsity
+from ..structure import NM, parse_structure
 from .methods import METHODS
 from .schedules import DECAY_SHAPES, ScheduleError, check_window
 
@@ -44,30 +45,20 @@ class SparsityOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    targets: list[str]
-    sparsity: float
-
-    @field_validator("targets", mode="before")
-    @classmethod
-    def _listify(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("sparsity")
-    @classmethod
-    def _sparsity(cls, v: float) -> float:
-        return check_sparsity(v)
+    targets: Patterns
+    sparsity: Sparsity
 
 
 class SparseTrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str = "fixed"
-    sparsity: Optional[float] = None
+    sparsity: Optional[Sparsity] = None
     structure: str = "unstructured"
     allocation: Literal["uniform", "erk"] = "uniform"
     overrides: list[SparsityOverride] = Field(default_factory=list)  # later entries win where several match
     init: Optional[str] = None
-    init_sparsity: Optional[float] = None  # GraNet from random: the starting sparsity (default 0.5)
+    init_sparsity: Optional[Sparsity] = None  # GraNet from random: the starting sparsity (default 0.5)
     total_steps: Optional[int] = Field(None, ge=1)
     start_step: int = Field(0, ge=0)
     end_step: Optional[int] = Field(None, ge=1)
@@ -77,14 +68,9 @@ class SparseTrainingConfig(BaseModel):
     decay_shape: str = "linear"
     decay_rate: float = Field(5.0, gt=0.0)  # exponential decay: exp(-rate * progress)
     reapply: bool = True  # multiply weights by their masks after each step (a guard; see hard.py)
-    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
-    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+    targets: Patterns = Field(default_factory=lambda: list(DEFAULT_TARGETS))
+    ignore: Patterns = Field(default_factory=lambda: list(DEFAULT_IGNORE))
     seed: int = 0
-
-    @field_validator("targets", "ignore", mode="before")
-    @classmethod
-    def _listify(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
     @field_validator("method")
     @classmethod
@@ -97,11 +83,6 @@ class SparseTrainingConfig(BaseModel):
     @classmethod
     def _structure(cls, v: str) -> str:
         return str(parse_structure(v))
-
-    @field_validator("sparsity", "init_sparsity")
-    @classmethod
-    def _sparsity(cls, v: Optional[float]) -> Optional[float]:
-        return None if v is None else check_sparsity(v)
 
     @field_validator("decay_shape")
     @classmethod
