@@ -24,8 +24,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS
 from ..config_types import Patterns, Sparsity
+from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS
 from ..structure import NM, parse_structure
 from .methods import METHODS
 from .schedules import DECAY_SHAPES, ScheduleError, check_window
