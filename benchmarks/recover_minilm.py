@@ -8,7 +8,8 @@ masks, SquareHead + embedding cosine against the dense teacher) for ``--minutes`
 reports: mean cosine to the dense model's embeddings and nearest-neighbour agreement on sparsa's 205 held-out
 sentences (sparsa.eval.heldout_sentences, never in any training or calibration text).
 
-Training text: benchmarks/data/wiki_sentences.txt + news_sentences.txt (``python benchmarks/offline_text.py``).
+Training text (``python benchmarks/offline_text.py`` writes it): by default benchmarks/data/wiki_sentences.txt +
+news_sentences.txt; ``--text wiki news wordnet`` adds WordNet's usage examples and glosses.
 
     flock /tmp/sparsa-cpu.lock python benchmarks/recover_minilm.py 50% --minutes 15
     flock /tmp/sparsa-cpu.lock python benchmarks/recover_minilm.py 2:4 --minutes 15       # one run per lock
@@ -62,13 +63,22 @@ def slug(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", key.replace("%", "")).strip("-")
 
 
-def training_text() -> Path:
-    path = WORK / "train_sentences.txt"
+TEXTS = {"wiki": "wiki_sentences.txt", "news": "news_sentences.txt", "reviews": "review_sentences.txt",
+         "wordnet": "wordnet_sentences.txt"}  # benchmarks/data/, written by offline_text.py
+
+
+def training_text(sources: tuple[str, ...] = ("wiki", "news")) -> Path:
+    """One file of the chosen sources' lines (wiki + news: train_sentences.txt, the text of the first runs)."""
+    name = "train_sentences.txt" if tuple(sources) == ("wiki", "news") else f"train_{'+'.join(sources)}.txt"
+    path = WORK / name
     if not path.is_file():
         WORK.mkdir(parents=True, exist_ok=True)
         lines = []
-        for name in ("wiki_sentences.txt", "news_sentences.txt"):
-            lines += (HERE / "data" / name).read_text(encoding="utf-8").splitlines()
+        for src in sources:
+            f = HERE / "data" / TEXTS[src]
+            if not f.is_file():
+                raise SystemExit(f"{f} is missing: run python benchmarks/offline_text.py first")
+            lines += f.read_text(encoding="utf-8").splitlines()
         path.write_text("\n".join(ln for ln in lines if ln.strip()) + "\n", encoding="utf-8")
     return path
 
@@ -137,8 +147,9 @@ def run(label: str, o: argparse.Namespace) -> dict:
                    "schedule_end": o.schedule_end or GRADUAL[label][1]}
     weights = LossWeights(squarehead=o.squarehead_weight, cosine=o.cosine_weight)
     settings = RecoverSettings(minutes=o.minutes, eval_minutes=o.eval_minutes, lr=o.lr, batch_size=o.batch_size,
-                               seq_len=o.seq_len, group_by_length=not o.random_batches, weights=weights, **gradual)
-    res = recover(folder, training_text(), out, teacher=dense_dir, settings=settings, overwrite=True,
+                               seq_len=o.seq_len, group_by_length=not o.random_batches, weights=weights,
+                               precision=o.precision, **gradual)
+    res = recover(folder, training_text(tuple(o.text)), out, teacher=dense_dir, settings=settings, overwrite=True,
                   monitor=monitor, on_event=on_event)
     best = next(p for p in res.curve if p.step == res.best_step)  # the point the job saved
     loaded = sparsa.load(out)  # the packed checkpoint the job wrote, through the sparse kernels
@@ -147,7 +158,8 @@ def run(label: str, o: argparse.Namespace) -> dict:
     print(f"  sparse kernels: {speed}", flush=True)
     return {
         "setting": label, "structure": SETTINGS[label][0], "machine": machine(), "minutes": o.minutes, "lr": o.lr,
-        "batch_size": o.batch_size, "seq_len": o.seq_len, "group_by_length": not o.random_batches,
+        "batch_size": o.batch_size, "seq_len": o.seq_len, "precision": o.precision, "text": o.text,
+        "group_by_length": not o.random_batches,
         "loss_weights": {"squarehead": weights.squarehead, "cosine": weights.cosine}, "gradual": gradual or None,
         "steps": res.steps, "seconds_per_step": res.seconds_per_step,
         "seconds": res.seconds, "sparsity": res.sparsity, "before": before,
@@ -204,6 +216,9 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], metavar="PATTERN=SPARSITY",
                     help="gradual routes: modules trained to their own sparsity, the rest adjusted to keep the "
                          "setting's overall sparsity (as sparsa recover --override)")
+    ap.add_argument("--text", nargs="+", choices=tuple(TEXTS), default=["wiki", "news"],
+                    help="training text sources (benchmarks/data, offline_text.py)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="of the training passes")
     ap.add_argument("--seq-len", type=int, default=64, help="tokens per training sentence at most")
     ap.add_argument("--squarehead-weight", type=float, default=1.0, help="weight of the per-block SquareHead loss")
     ap.add_argument("--cosine-weight", type=float, default=1.0, help="weight of (1 - embedding cosine)")

@@ -127,6 +127,70 @@ def test_recover_improves_distillation_and_keeps_zeros(tiny, tmp_path):
     assert res2.before == pytest.approx(res.best, abs=2e-3)
 
 
+def test_bf16_distillation_matches_fp32_and_keeps_fp32_weights_and_zeros(tiny, tmp_path):
+    """precision="bf16": the loss and its gradient agree with the fp32 pass within bfloat16's precision (the
+    reference), the trained parameters and the optimizer stay fp32, the pruned weights stay exactly zero, and
+    the run recovers about as far as the same run in fp32."""
+    from sparsa.runtime.models import load_pretrained
+    from sparsa.train import RecoverSettings, recover
+    from sparsa.train.data import EncoderBatches
+    from sparsa.train.distiller import Distiller
+
+    tdir, sdir, data = tiny
+    student, tok, _ = load_pretrained(sdir)
+    teacher, _, _ = load_pretrained(tdir)
+    batch = next(EncoderBatches(tok, data.read_text().splitlines(), 16, 24, 0, True))
+    grads, losses = {}, {}
+    for precision in ("fp32", "bf16"):
+        student.zero_grad(set_to_none=True)
+        loss, _ = Distiller(student, teacher, "encoder", precision=precision).loss(batch)
+        assert loss.dtype == torch.float32
+        loss.backward()
+        losses[precision] = float(loss.detach())
+        grads[precision] = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    assert torch.nn.functional.cosine_similarity(grads["bf16"], grads["fp32"], dim=0) > 0.98
+    assert grads["bf16"].dtype == torch.float32
+
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        runs[precision] = recover(sdir, data, out, teacher=tdir, settings=RecoverSettings(
+            minutes=10, max_steps=40, lr=2e-3, batch_size=16, seq_len=24, warmup_steps=5, eval_minutes=10,
+            precision=precision))
+        rec = sparsa.load(out, dense=True)
+        for (name, m), (_, p) in zip(sparsa.select_modules(rec), sparsa.select_modules(student)):
+            assert m.weight.dtype == torch.float32, name
+            assert torch.all(m.weight[p.weight == 0] == 0), name
+    assert runs["bf16"].best > runs["bf16"].before + 0.05
+    assert runs["bf16"].best == pytest.approx(runs["fp32"].best, abs=0.02)
+    recipe = json.loads((tmp_path / "bf16" / "sparsa-model.safetensors.index.json").read_text())["sparsa"]["recipe"]
+    assert recipe["recovery"]["settings"]["precision"] == "bf16"
+
+
+def test_eval_reads_a_recovered_packed_checkpoint(tiny, tmp_path):
+    """`sparsa eval` on recover's packed output: the source comes from the recipe in its index, and the cosine
+    equals the one computed by hand from the unpacked model and the teacher (the reference)."""
+    from sparsa.eval import embedding_fidelity, encode, heldout_sentences
+    from sparsa.runtime.models import load_pretrained
+    from sparsa.train import RecoverSettings, recover
+
+    tdir, sdir, data = tiny
+    recover(sdir, data, tmp_path / "out", teacher=tdir,
+            settings=RecoverSettings(minutes=5, max_steps=6, lr=2e-3, batch_size=8, seq_len=16))
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "out"), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output.strip().splitlines()[-1])
+    teacher, tok, _ = load_pretrained(tdir)
+    sents = heldout_sentences()
+    with torch.inference_mode():
+        ref = embedding_fidelity(encode(teacher, tok, sents), encode(sparsa.load(tmp_path / "out", dense=True),
+                                                                     tok, sents))
+    assert got["source"] == str(tdir.resolve()) and got["kind"] == "encoder"
+    assert got["sparsity"] == pytest.approx(0.6, abs=0.01)
+    assert got["cosine_mean"] == pytest.approx(ref.cosine_mean, abs=1e-5) and got["cosine_mean"] < 0.999
+
+
 def test_a_scheduled_run_saves_only_checkpoints_at_the_final_sparsity(tiny, tmp_path):
     """GMP from the 60% student to 80%: the denser points before the schedule's end score better against the
     teacher, yet the saved best checkpoint is one with the final masks."""
@@ -201,6 +265,8 @@ def test_bad_input_fails_before_training(tiny, tmp_path):
           "--override", "re:pooler\\.dense=0.5"], "matches none of the 12 trained modules"),
         ([str(sdir), "--teacher", str(tdir), "--data", str(data), "--method", "gmp", "--sparsity", "0.8",
           "--override", "Linear=0.1"], "cannot be kept"),
+        ([str(sdir), "--teacher", str(tdir), "--data", str(data), "--precision", "fp16"],
+         "precision must be one of fp32, bf16, got 'fp16'"),
     ]
     for args, msg in cases:
         r = _run(*args, *base)

@@ -9,6 +9,7 @@ Nothing here builds a model; :mod:`sparsa.checkpoint.model` does that from a :cl
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from .errors import CheckpointError
 from .integrity import checksum, read_header
 from .schema import INDEX_NAME, SAFETENSORS_DTYPES, Index, parse_index
 
-__all__ = ["Checkpoint", "read_checkpoint", "is_packed"]
+__all__ = ["Checkpoint", "read_checkpoint", "is_packed", "recipe_of"]
 
 
 @dataclass
@@ -44,6 +45,24 @@ class Checkpoint:
 def is_packed(path: str | os.PathLike) -> bool:
     """True if ``path`` is a folder holding a packed sparsa checkpoint (it has the index file)."""
     return (Path(path) / INDEX_NAME).is_file()
+
+
+def recipe_of(path: str | os.PathLike) -> dict:
+    """How a model folder was made: the recipe a packed checkpoint keeps in its index, else the folder's
+    sparsa.json (a dense-with-zeros folder of ``sparsa prune``); {} when it has neither."""
+    from ..runtime.models import SPARSA_METADATA
+
+    root = Path(path)
+    f = root / INDEX_NAME if is_packed(root) else root / SPARSA_METADATA
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f, f"is not valid JSON: {e}") from None
+    if f.name == INDEX_NAME:
+        data = ((data.get("sparsa") or {}).get("recipe") or {}) if isinstance(data, dict) else {}
+    return data if isinstance(data, dict) else {}
 
 
 def _truncation_detail(file: Path, size: int) -> tuple[str, str | None]:

@@ -40,6 +40,9 @@ def recover_cmd(
                                                                   "cosine, mse, kl, lm). Repeatable."),
     group_by_length: bool = typer.Option(True, "--group-by-length/--random-batches", help="Encoders: batch "
                                          "sentences of similar length (less padding, more steps per minute)."),
+    precision: str = typer.Option("fp32", "--precision", help="Training passes in fp32, or bf16 (autocast: "
+                                  "faster on CPUs and GPUs with bf16 support; weights, optimizer state and "
+                                  "evaluation stay fp32)."),
     seed: int = typer.Option(0, help="Seed for data order and random masks."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists (never an input)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -61,7 +64,7 @@ def recover_cmd(
             training["structure"] = structure
         settings = RecoverSettings(minutes=minutes, max_steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
                                    eval_minutes=eval_minutes, seed=seed, weights=weights,
-                                   group_by_length=group_by_length,
+                                   group_by_length=group_by_length, precision=precision,
                                    training={k: v for k, v in training.items() if v is not None},
                                    schedule_start=schedule_start, schedule_end=schedule_end)
         with _Progress(enabled=not json_out) as progress:

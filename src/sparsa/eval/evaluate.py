@@ -1,14 +1,15 @@
-"""Evaluate a pruned model folder against what it came from: ``evaluate_dir(path)``.
+"""Evaluate a pruned model folder against what it came from: ``evaluate_dir(path)``. The folder is a
+dense-with-zeros one (``sparsa prune``, with its sparsa.json) or a packed sparsa checkpoint (``sparsa pack``,
+``sparsa recover``; its index keeps the recipe), unpacked into plain modules for the evaluation.
 
 * encoders: mean cosine (and min, nearest-neighbour agreement) of sentence embeddings on sparsa's held-out
-  sentences, against the dense model named by ``source`` in the folder's sparsa.json;
+  sentences, against the dense model named by ``source`` in the folder's recipe;
 * causal LMs: perplexity on a text file (``text=``), of the pruned model and, when the source is there, of
   the dense one.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,10 +41,9 @@ class EvalResult:
 
 
 def _source_of(path: Path) -> str | None:
-    meta = path / "sparsa.json"
-    if not meta.is_file():
-        return None
-    src = json.loads(meta.read_text()).get("source")
+    from ..checkpoint.reader import recipe_of
+
+    src = recipe_of(path).get("source")
     if src == "sentence-transformers/all-MiniLM-L6-v2":
         return None  # the bundled default model
     return src
@@ -55,13 +55,22 @@ def evaluate_dir(path: str | Path, text: str | Path | None = None, source: str |
     from ..prune.calibration import is_causal_lm
     from ..runtime.models import ModelLoadError, load_encoder, load_pretrained
 
+    from ..checkpoint.model import load_packed
+    from ..checkpoint.reader import is_packed, recipe_of
+    from ..runtime.models import _load_tokenizer
+
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"'{path}' is not a Hugging Face model folder (no config.json)")
     meta_src = _source_of(path)
-    has_meta = (path / "sparsa.json").is_file()
+    has_meta = bool(recipe_of(path))
     src = str(source) if source is not None else meta_src
-    model, tok, name = load_pretrained(path)
+    packed = is_packed(path)
+    if packed:
+        model, _ = load_packed(path, dense=True)
+        tok, name = _load_tokenizer(path), str(path)
+    else:
+        model, tok, name = load_pretrained(path)
     mods = select_modules(model, DEFAULT_TARGETS, DEFAULT_IGNORE)
     numel = sum(weight_out_in(m).numel() for _, m in mods)
     zeros = sum(int((weight_out_in(m) == 0).sum()) for _, m in mods)
@@ -78,8 +87,14 @@ def evaluate_dir(path: str | Path, text: str | Path | None = None, source: str |
         n_tok = len(tok(body, add_special_tokens=False)["input_ids"])
         return EvalResult(name, src, "decoder", sp, perplexity=ppl, dense_perplexity=dense_ppl, tokens=n_tok)
     if not has_meta and source is None:
-        raise ValueError(f"'{path}' has no sparsa.json naming its source; pass --source DENSE_FOLDER")
-    enc, tok, _ = load_encoder(path)
+        raise ValueError(f"'{path}' has no sparsa.json or packed recipe naming its source; pass --source "
+                         "DENSE_FOLDER")
+    if packed:
+        if tok is None:
+            raise ModelLoadError(f"'{path}' has no tokenizer files; an encoder evaluation needs them")
+        enc = model
+    else:
+        enc, tok, _ = load_encoder(path)
     dense, _, _ = load_encoder(src)  # None -> the bundled all-MiniLM-L6-v2
     sents = heldout_sentences()
     with torch.inference_mode():

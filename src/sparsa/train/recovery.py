@@ -16,7 +16,6 @@ sentence embeddings to the teacher (encoders) or perplexity of the held-out text
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -35,7 +34,7 @@ from ..structure import parse_structure
 from .config import load_config
 from .controller import SparseTraining, planned_sparsities
 from .data import DecoderWindows, EncoderBatches, read_lines, split_lines
-from .distiller import Distiller, LossWeights, check_teacher
+from .distiller import PRECISIONS, Distiller, LossWeights, check_teacher
 from .methods import METHODS
 from .schedules import ScheduleError
 from .targets import find_targets
@@ -58,6 +57,7 @@ class RecoverSettings:
     seed: int = 0
     dropout: bool = False  # the student's dropout while distilling (off: it matches the teacher's eval outputs)
     group_by_length: bool = True  # encoders: batches of sentences of similar length (data.EncoderBatches)
+    precision: str = "fp32"  # of the training passes (distiller.PRECISIONS); evaluation is always fp32
     weights: LossWeights = field(default_factory=LossWeights)
     # sparse training settings (train.config): method, sparsity, structure, ...; schedule as fractions of the run
     training: dict = field(default_factory=dict)
@@ -75,6 +75,8 @@ class RecoverSettings:
                                 f"({self.schedule_start:g}); the end must come after the start")
         if self.lr <= 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
 
 
 @dataclass
@@ -137,25 +139,6 @@ class _Validator:
             model.train(was)
 
 
-def _read_metadata(path: Path) -> dict:
-    """How a pruned folder was made: its sparsa.json, or the recipe a packed checkpoint keeps in its index."""
-    from ..checkpoint.reader import is_packed
-    from ..checkpoint.schema import INDEX_NAME
-
-    p = path / SPARSA_METADATA
-    if not p.is_file() and is_packed(path):
-        p = path / INDEX_NAME
-    if not p.is_file():
-        return {}
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{p} is not valid JSON: {e}") from None
-    if p.name == INDEX_NAME:
-        data = (data.get("sparsa") or {}).get("recipe") or {}
-    return data if isinstance(data, dict) else {}
-
-
 def _load_student(path: Path) -> tuple[nn.Module, object | None]:
     """(model, tokenizer or None) of a pruned folder, dense-with-zeros or packed (unpacked into plain modules to
     train); each module's structure is recorded on it (``sparsa_structure``) either way."""
@@ -171,6 +154,16 @@ def _load_student(path: Path) -> tuple[nn.Module, object | None]:
     for name, info in ckpt.index.sparsa.modules.items():
         model.get_submodule(name).sparsa_structure = str(info.structure)
     return model, _load_tokenizer(path)
+
+
+def _recipe(path: Path) -> dict:
+    from ..checkpoint.errors import CheckpointError
+    from ..checkpoint.reader import recipe_of
+
+    try:
+        return recipe_of(path)
+    except CheckpointError as e:
+        raise ModelLoadError(str(e)) from None
 
 
 _REPLAN_AT = 20  # optimizer steps after which the run is sized again on measured step times
@@ -219,7 +212,7 @@ def recover(
     pruned, out = Path(pruned), Path(out)
     if not pruned.is_dir():
         raise FileNotFoundError(f"pruned model folder '{pruned}' does not exist")
-    meta = _read_metadata(pruned)
+    meta = _recipe(pruned)
     if teacher is None:
         teacher = meta.get("source")
         if not teacher:
@@ -256,7 +249,7 @@ def recover(
     bs = s.batch_size or (32 if kind == "encoder" else 16)
     batches = (EncoderBatches(tok, train_lines, bs, s.seq_len, s.seed, s.group_by_length) if kind == "encoder"
                else DecoderWindows(tok, train_lines, bs, s.seq_len, s.seed))
-    distiller = Distiller(student, dense, kind, s.weights)
+    distiller = Distiller(student, dense, kind, s.weights, s.precision)
     validate = _Validator(kind, dense, tok, valid_lines, s.seq_len)
     metric_name, higher = validation_metric(kind)
     better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
