@@ -11,9 +11,11 @@ from ._common import out, print_json, status, user_errors
 
 
 def eval_cmd(
-    model: Path = typer.Argument(..., help="Pruned model folder (from `sparsa prune`)."),
+    model: Path = typer.Argument(..., help="Pruned model folder (from `sparsa prune`), or a packed "
+                                           "checkpoint (from `sparsa pack` or `sparsa recover`)."),
     text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text for decoders (perplexity)."),
-    source: Optional[Path] = typer.Option(None, "--source", help="Dense model folder (default: sparsa.json's)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Dense model folder (default: the one "
+                                                                  "the folder's recipe names)."),
     seq_len: int = typer.Option(128, min=2, help="Tokens per perplexity window."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
