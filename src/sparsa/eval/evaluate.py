@@ -51,13 +51,11 @@ def _source_of(path: Path) -> str | None:
 
 def evaluate_dir(path: str | Path, text: str | Path | None = None, source: str | Path | None = None,
                  seq_len: int = 128, max_windows: int | None = None) -> EvalResult:
-    from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, select_modules, weight_out_in
-    from ..prune.calibration import is_causal_lm
-    from ..runtime.models import ModelLoadError, load_encoder, load_pretrained
-
     from ..checkpoint.model import load_packed
     from ..checkpoint.reader import is_packed, recipe_of
-    from ..runtime.models import _load_tokenizer
+    from ..modules import DEFAULT_IGNORE, DEFAULT_TARGETS, select_modules, weight_out_in
+    from ..prune.calibration import is_causal_lm
+    from ..runtime.models import ModelLoadError, _load_tokenizer, load_encoder, load_pretrained
 
     path = Path(path)
     if not (path / "config.json").is_file():
