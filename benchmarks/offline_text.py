@@ -135,7 +135,8 @@ def build(out_dir: Path) -> dict[str, int]:
     (out_dir / "wiki_sentences.txt").write_text("\n".join(wiki_sents) + "\n", encoding="utf-8")
     examples, glosses = wordnet_lines(out_dir)
     (out_dir / "wordnet_sentences.txt").write_text("\n".join(examples + glosses) + "\n", encoding="utf-8")
-    return {"wordnet_examples": len(examples), "wordnet_glosses": len(glosses),"wiki_train_words": sum(len(t.split()) for t in train),
+    return {"wordnet_examples": len(examples), "wordnet_glosses": len(glosses),
+            "wiki_train_words": sum(len(t.split()) for t in train),
             "wiki_valid_words": sum(len(t.split()) for t in valid),
             "news_sentences": len(news), "review_sentences": len(reviews), "calibration_mix": len(mix)}
 

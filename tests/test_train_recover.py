@@ -191,6 +191,25 @@ def test_eval_reads_a_recovered_packed_checkpoint(tiny, tmp_path):
     assert got["cosine_mean"] == pytest.approx(ref.cosine_mean, abs=1e-5) and got["cosine_mean"] < 0.999
 
 
+def test_a_damaged_recipe_is_one_error_naming_the_file(tiny, tmp_path):
+    """recover and eval read how a folder was made through one reader; a sparsa.json that is not a JSON object
+    or not JSON at all stops them with one message naming the file, before any model is loaded."""
+    import shutil
+
+    tdir, sdir, data = tiny
+    bad = tmp_path / "student"
+    shutil.copytree(sdir, bad)
+    for text, msg in (("[1, 2]", "must hold a JSON object"), ("{not json", "is not valid JSON")):
+        (bad / "sparsa.json").write_text(text)
+        for args in (["recover", str(bad), "--data", str(data), "--out", str(tmp_path / "o")],
+                     ["eval", str(bad)]):
+            r = CliRunner().invoke(app, args)
+            assert r.exit_code == 2, r.output
+            flat = " ".join(r.output.split())
+            assert msg in flat and "sparsa.json" in flat, r.output
+        assert not (tmp_path / "o").exists()
+
+
 def test_a_scheduled_run_saves_only_checkpoints_at_the_final_sparsity(tiny, tmp_path):
     """GMP from the 60% student to 80%: the denser points before the schedule's end score better against the
     teacher, yet the saved best checkpoint is one with the final masks."""

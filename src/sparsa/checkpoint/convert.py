@@ -16,7 +16,7 @@ import torch
 from .errors import CheckpointError
 from .integrity import atomic_folder
 from .plan import PackedModule, pack_modules
-from .reader import is_packed
+from .reader import is_packed, recipe_of
 from .schema import INDEX_NAME
 from .writer import DEFAULT_MAX_SHARD_SIZE, save
 
@@ -45,21 +45,6 @@ class PackResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _read_recipe(path: Path) -> dict | None:
-    from ..runtime.models import SPARSA_METADATA
-
-    f = path / SPARSA_METADATA
-    if not f.is_file():
-        return None
-    try:
-        data = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f, f"is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f, "must hold a JSON object")
-    return data
 
 
 def pack_folder(
@@ -94,7 +79,7 @@ def pack_folder(
         tokenizer = _load_tokenizer(src)
     else:
         model, tokenizer, _ = load_pretrained(src)
-        recipe = _read_recipe(src)
+        recipe = recipe_of(src) or None
     if dtype is not None:
         model.to(VALUE_DTYPES[dtype])
     step("packing the weights")

@@ -49,7 +49,8 @@ def is_packed(path: str | os.PathLike) -> bool:
 
 def recipe_of(path: str | os.PathLike) -> dict:
     """How a model folder was made: the recipe a packed checkpoint keeps in its index, else the folder's
-    sparsa.json (a dense-with-zeros folder of ``sparsa prune``); {} when it has neither."""
+    sparsa.json (a dense-with-zeros folder of ``sparsa prune``); {} when it has neither. A file that is not a
+    JSON object raises CheckpointError naming it."""
     from ..runtime.models import SPARSA_METADATA
 
     root = Path(path)
@@ -60,9 +61,11 @@ def recipe_of(path: str | os.PathLike) -> dict:
         data = json.loads(f.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f, f"is not valid JSON: {e}") from None
-    if f.name == INDEX_NAME:
+    if f.name == INDEX_NAME:  # the index itself was validated by whoever wrote it; its recipe is informational
         data = ((data.get("sparsa") or {}).get("recipe") or {}) if isinstance(data, dict) else {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f, "must hold a JSON object")
+    return data
 
 
 def _truncation_detail(file: Path, size: int) -> tuple[str, str | None]:

@@ -26,10 +26,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..checkpoint.reader import recipe_of
 from ..eval.embeddings import embedding_fidelity, encode
 from ..eval.perplexity import perplexity
 from ..prune.calibration import is_causal_lm
-from ..runtime.models import SPARSA_METADATA, ModelLoadError, load_pretrained
+from ..runtime.models import ModelLoadError, load_pretrained
 from ..structure import parse_structure
 from .config import load_config
 from .controller import SparseTraining, planned_sparsities
@@ -156,16 +157,6 @@ def _load_student(path: Path) -> tuple[nn.Module, object | None]:
     return model, _load_tokenizer(path)
 
 
-def _recipe(path: Path) -> dict:
-    from ..checkpoint.errors import CheckpointError
-    from ..checkpoint.reader import recipe_of
-
-    try:
-        return recipe_of(path)
-    except CheckpointError as e:
-        raise ModelLoadError(str(e)) from None
-
-
 _REPLAN_AT = 20  # optimizer steps after which the run is sized again on measured step times
 
 
@@ -212,7 +203,7 @@ def recover(
     pruned, out = Path(pruned), Path(out)
     if not pruned.is_dir():
         raise FileNotFoundError(f"pruned model folder '{pruned}' does not exist")
-    meta = _recipe(pruned)
+    meta = recipe_of(pruned)  # a damaged one: CheckpointError naming the file
     if teacher is None:
         teacher = meta.get("source")
         if not teacher:
