@@ -108,7 +108,10 @@ def wordnet_lines(cache: Path) -> tuple[list[str], list[str]]:
                     part = part[:1].upper() + part[1:]
                     (examples if quoted else glosses).append(part if part[-1] in ".!?" else part + ".")
     unique = lambda xs: [x for x in dict.fromkeys(xs) if _normal(x) not in held]
-    return unique(examples), unique(glosses)
+    kept = unique(examples), unique(glosses)
+    dropped = len(set(examples) | set(glosses)) - len(set(kept[0]) | set(kept[1]))
+    print(f"wordnet: {dropped} line(s) equal to a held-out sentence left out")
+    return kept
 
 
 def build(out_dir: Path) -> dict[str, int]:
