@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsa.masks import mask_from_scores
+from sparsa import masks
+from sparsa.masks import mask_by_rows, mask_from_scores, zero_pruned_
 from sparsa.structure import StructureError
 
 T, F = True, False
@@ -155,3 +156,53 @@ def test_selection_equals_a_stable_full_sort(rows, cols, sparsity, levels, scope
     finally:
         masks._CHUNK = old
     assert torch.equal(got, ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(structure=st.sampled_from(["unstructured", "2:4", "4:8", "4x1", "2x2", "1x4"]),
+       scope=st.sampled_from(["row", "tensor"]), brows=st.integers(1, 9), bcols=st.integers(1, 5),
+       sparsity=st.sampled_from([0.0, 0.3, 0.5, 0.75]), chunk=st.integers(1, 64), seed=st.integers(0, 99))
+def test_mask_by_rows_equals_the_whole_matrix_rule(structure, scope, brows, bcols, sparsity, chunk, seed):
+    """Scores made a slice of rows at a time give the mask of the whole matrix, for every structure and
+    scope, whatever the chunk size (tiny chunks here, so that most cases span many chunks)."""
+    rows, cols = 4 * brows, 8 * bcols  # divisible by every block and group above
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 5, (rows, cols), generator=g).float()  # many ties: the order rule must hold too
+    sp = None if ":" in structure else sparsity
+    asked = []
+
+    def scores_of(r):
+        asked.append(r)
+        return scores[r]
+
+    old = masks._CHUNK
+    masks._CHUNK = chunk
+    try:
+        got = mask_by_rows(scores_of, (rows, cols), structure, sp, scope)
+    finally:
+        masks._CHUNK = old
+    assert torch.equal(got, mask_from_scores(scores, structure, sp, scope))
+    if scope == "row" or ":" in structure:  # row-local rules: never the whole matrix at once unless it fits
+        assert all(r.stop - r.start <= max(4, chunk) for r in asked) or rows * cols <= chunk
+
+
+def test_mask_by_rows_errors_name_the_allowed_values():
+    with pytest.raises(StructureError, match="allowed values are tensor, row"):
+        mask_by_rows(lambda r: torch.ones(4, 4)[r], (4, 4), "unstructured", 0.5, "column")
+    with pytest.raises(StructureError, match="scores"):
+        mask_by_rows(lambda r: torch.ones(3, 4)[r], (3, 4), "4x1", 0.5, "row")
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (700, 3000), (0, 4)])
+def test_zero_pruned_in_place_equals_the_product_with_the_mask(shape, monkeypatch):
+    """Chunked in-place zeroing (several chunks at (700, 3000)) equals w * keep, also on a transposed view
+    (GPT-2's Conv1D weights are pruned through one), and writes into the tensor it is given."""
+    g = torch.Generator().manual_seed(1)
+    for transposed in (False, True):
+        base = torch.randn(shape[::-1] if transposed else shape, generator=g)
+        w = base.t() if transposed else base
+        keep = torch.rand(shape, generator=g) > 0.4
+        expected = w * keep
+        assert zero_pruned_(w, keep) is w
+        assert torch.equal(w, expected)
+        assert torch.equal(base.t() if transposed else base, expected)  # the storage itself was written

@@ -46,6 +46,30 @@ def test_relative_error_equals_output_error():
     assert relative_error(w, wp, stats_of(x).hessian) == pytest.approx(direct, rel=1e-4)
 
 
+@pytest.mark.parametrize("method", ["magnitude", "wanda"])
+@pytest.mark.parametrize("structure,sparsity,scope", [("unstructured", 0.6, "row"), ("unstructured", 0.6, "tensor"),
+                                                      ("2:4", None, "row"), ("4x1", 0.5, "row")])
+def test_prune_one_zeroes_in_place_from_the_mask_as_the_copying_path_does(method, structure, sparsity, scope):
+    """Score methods prune in place from their keep-mask (no pruned copy): the same weights, the same exact
+    reconstruction error as pruning a copy with ``run`` and measuring it against X^T X."""
+    from sparsa import parse_structure
+    from sparsa.prune.engine import Plan, prune_one
+
+    lin = torch.nn.Linear(48, 20, bias=False)
+    w0 = lin.weight.detach().clone()
+    x = correlated_inputs(300, 48)
+    s = stats_of(x)
+    m, st_ = METHODS[method], parse_structure(structure)
+    ref, keep = m.run(w0, s, st_, sparsity or 0.5, scope)
+    out = prune_one(Plan("lin", lin, m, st_, sparsity or 0.5, scope), s)
+    assert torch.equal(lin.weight.detach(), ref)
+    assert torch.equal(m.mask(w0, s, st_, sparsity or 0.5, scope), keep)
+    direct = ((x @ w0.T - x @ ref.T).double().square().sum() / (x @ w0.T).double().square().sum()).item()
+    assert out.recon_error == pytest.approx(direct, rel=1e-3)
+    assert out.recon_error == pytest.approx(relative_error(w0, ref, s.hessian), rel=1e-6)
+    assert out.sparsity == pytest.approx(float((ref == 0).float().mean()))
+
+
 def test_wanda_scores_are_weight_times_input_norm_exactly():
     x = correlated_inputs(128, 12)
     w = torch.randn(5, 12)

@@ -13,11 +13,13 @@ Granularity (``scope``):
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .structure import NM, Block, Structure, StructureError, StructureLike, Unstructured, parse_structure
 
-__all__ = ["mask_from_scores", "block_scores", "SCOPES"]
+__all__ = ["mask_from_scores", "mask_by_rows", "zero_pruned_", "block_scores", "SCOPES"]
 
 SCOPES = ("tensor", "row")
 
@@ -100,3 +102,39 @@ def mask_from_scores(
             keep[rows].scatter_(-1, order[..., : st.n], True)
         return keep.reshape(out, inp)
     raise StructureError(f"no mask rule for structure {st!r}")  # unreachable while the vocabulary is closed
+
+
+def mask_by_rows(
+    scores_of: Callable[[slice], torch.Tensor],
+    shape: tuple[int, int],
+    structure: StructureLike,
+    sparsity: float | None = None,
+    scope: str = "tensor",
+) -> torch.Tensor:
+    """``mask_from_scores`` for scores made a slice of rows at a time by ``scores_of(rows)``: where the rule
+    compares scores only within a row (N:M, ``scope="row"``; within a block-row for R x C blocks) the mask is
+    built ~1M scores at a time, so that choosing it holds no (out, in) float matrix (44 MiB at a 1B model's MLP,
+    the largest part of Wanda's working set); with ``scope="tensor"`` every score is compared with every other
+    and the whole matrix is made at once. Same mask as ``mask_from_scores(scores_of(slice(None)), ...)``."""
+    st: Structure = parse_structure(structure)
+    if scope not in SCOPES:
+        raise StructureError(f"unknown scope '{scope}': allowed values are {', '.join(SCOPES)}")
+    if scope == "tensor" and not isinstance(st, NM):
+        return mask_from_scores(scores_of(slice(None)), st, sparsity, scope)
+    st.check_shape(tuple(shape), "scores")
+    unit = st.rows if isinstance(st, Block) else 1  # a chunk holds whole block-rows
+    out, inp = shape
+    step = max(unit, _CHUNK // max(1, inp) // unit * unit)
+    keep = torch.empty(out, inp, dtype=torch.bool)
+    for r0 in range(0, out, step):
+        rows = slice(r0, min(out, r0 + step))
+        keep[rows] = mask_from_scores(scores_of(rows), st, sparsity, scope)
+    return keep
+
+
+def zero_pruned_(w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Zero ``w`` where ``keep`` is False, in place, ~1M elements at a time: ``w.masked_fill_(~keep, 0)`` makes
+    a mask-sized ``~keep`` (43 MiB at a 7B down projection) and ``w *= keep`` a float copy of the mask."""
+    for rows in _row_chunks(w.shape[0], w[0].numel() if w.shape[0] else 1):
+        w[rows].masked_fill_(~keep[rows], 0)
+    return w

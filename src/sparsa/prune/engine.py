@@ -37,6 +37,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from ..masks import zero_pruned_
 from ..modules import weight_out_in
 from ..structure import Structure
 from .blocks import BlockCall, capture_first_block, find_blocks, forward_extras, run_block
@@ -45,7 +46,7 @@ from .experts import ExpertInputs, expert_slice
 from .heap import release_freed_memory
 from .methods import Method
 from .sparsegpt import HessianConsumedError
-from .stats import InputStats
+from .stats import InputStats, diff_rows
 
 __all__ = ["Plan", "Outcome", "BlockLoader", "walk_blocks", "prune_modules", "prune_without_data", "gather_stats",
            "prune_one", "bounded_call_tokens"]
@@ -239,16 +240,18 @@ def _error_by_forward(block: nn.Module, calls: list[BlockCall], plan: Plan, dens
                       pruned: torch.Tensor) -> float:
     """||W X^T - W' X^T||^2 / ||W X^T||^2 over the calibration tokens, from the module's inputs in one more
     forward of the block (stopped at the module; the earlier stages are pruned, as when its statistics were
-    gathered). Products of at most 1024 tokens at a time: (tokens, out) floats."""
+    gathered). ``pruned``: W' or the keep-mask of W (see stats.diff_rows). Products of at most 1024 tokens by
+    256 output rows at a time."""
     num = torch.zeros((), dtype=torch.float64)
     den = torch.zeros((), dtype=torch.float64)
 
     def add(x: torch.Tensor, mask: torch.Tensor | None) -> None:
         nonlocal num, den
         for xs in _tokens(x, mask).reshape(-1, dense.shape[1]).float().split(1024):
-            y = xs @ dense.T
-            num += (y - xs @ pruned.T).square().sum(dtype=torch.float64)
-            den += y.square().sum(dtype=torch.float64)
+            for r in range(0, dense.shape[0], 256):
+                rows = slice(r, r + 256)
+                num += (xs @ diff_rows(dense, pruned, rows).T).square().sum(dtype=torch.float64)
+                den += (xs @ dense[rows].float().T).square().sum(dtype=torch.float64)
 
     _forward_to(block, calls, [plan.module], add)
     return float(num / den) if den > 0 else 0.0
@@ -308,28 +311,35 @@ def prune_one(plan: Plan, stats: InputStats | None,
     """Prune one module in place from its statistics (None for data-free methods without calibration).
 
     The reconstruction error comes from the statistics' X^T X (or SparseGPT's factor of it) or, where they
-    hold neither, from ``measure(dense, pruned)``."""
+    hold neither, from ``measure(dense, pruned)`` (``pruned`` may be the keep-mask, see stats.diff_rows)."""
     w = plan.weight()  # (out, in) view of the parameter
-    # the weight itself (no copy for float32 weights): it is read, never written, until the final copy_ below;
+    # the weight itself (no copy for float32 weights): it is read, never written, until the error is measured;
     # methods and DSnoT do not modify their input (a method that returns it is cloned before the masking)
     dense = w.detach().float()
-    new, keep = plan.method.run(dense, stats, plan.structure, plan.sparsity, plan.scope)
-    if plan.dsnot:
-        new, keep = dsnot_refine(dense, new, keep, stats.mean, stats.var, stats.norm, plan.structure,
-                                 hessian=stats.hessian)
-        if plan.method.refit is not None:  # DSnoT grew dense values back: re-solve the kept weights (OBS)
-            new = plan.method.refit(dense, stats, plan.structure, keep)
-    new = new.float()
-    if new.data_ptr() == dense.data_ptr():  # a method may hand back its input: never zero the dense reference
-        new = new.clone()
-    new.masked_fill_(~keep, 0)  # in place: pruning a wide module holds several (out, in) copies already
-    err = stats.relative_error(dense, new) if stats is not None else None
-    if err is None and measure is not None:
-        err = measure(dense, new)
-    w.copy_(new.to(w.dtype))
+    if plan.method.mask is not None and not plan.dsnot:
+        # a method without weight updates: measure from the mask, then zero the weight in place (no pruned
+        # copy: the largest part of Wanda's working set in bounded-memory pruning)
+        keep = plan.method.mask(dense, stats, plan.structure, plan.sparsity, plan.scope)
+        err = _error(stats, measure, dense, keep)
+        zero_pruned_(w, keep)
+    else:
+        new, keep = plan.method.run(dense, stats, plan.structure, plan.sparsity, plan.scope)
+        if plan.dsnot:
+            new, keep = dsnot_refine(dense, new, keep, stats.mean, stats.var, stats.norm, plan.structure,
+                                     hessian=stats.hessian)
+            if plan.method.refit is not None:  # DSnoT grew dense values back: re-solve the kept weights (OBS)
+                new = plan.method.refit(dense, stats, plan.structure, keep)
+        new = new.float()
+        if new.data_ptr() == dense.data_ptr():  # a method may hand back its input: never zero the dense reference
+            new = new.clone()
+        zero_pruned_(new, keep)  # in place: pruning a wide module holds several (out, in) copies already
+        err = _error(stats, measure, dense, new)
+        w.copy_(new.to(w.dtype))
+        del new
+    del keep, dense
     if plan.param is None:  # a fused expert parameter holds many slices: its structure is in the report
         plan.module.sparsa_structure = str(plan.structure)
-    zeros = int((w == 0).sum())
+    zeros = w.numel() - int(torch.count_nonzero(w))
     out = Outcome(plan.name, type(plan.module).__name__, (int(w.shape[0]), int(w.shape[1])), str(plan.structure),
                   zeros / w.numel(), plan.method.name, plan.sparsity, err, plan.dsnot,
                   stats.n if stats is not None else 0)
@@ -338,15 +348,24 @@ def prune_one(plan: Plan, stats: InputStats | None,
     return out
 
 
+def _error(stats: InputStats | None, measure: Callable[[torch.Tensor, torch.Tensor], float] | None,
+           dense: torch.Tensor, pruned: torch.Tensor) -> float | None:
+    err = stats.relative_error(dense, pruned) if stats is not None else None
+    if err is None and measure is not None:
+        err = measure(dense, pruned)
+    return err
+
+
 # bounded memory: one block call's widest activation (tokens x the block's widest weight dimension) holds at
 # most this fraction of the block's weight elements, so that the few MLP intermediates alive in one forward
-# (gate, up, activation, product) stay a fraction of a block instead of growing with the calibration batch
-CALL_ACTIVATION_SHARE = 16
+# (gate, up, activation, product) stay a fraction of a block instead of growing with the calibration batch.
+# 1/16 -> 1/32 measured 345 -> 319 MiB peak (Wanda, TinyLlama shapes, 196 MiB blocks) for ~5-10% more time.
+CALL_ACTIVATION_SHARE = 32
 
 
 def bounded_call_tokens(model: nn.Module) -> int:
     """Tokens per block call when pruning in bounded memory (calibration batches are split to this, see
-    calibration.split_batches): 570 at TinyLlama-1.1B's shapes (4 windows of 128), 1149 for a 7B Llama.
+    calibration.split_batches): 246-285 at TinyLlama-1.1B's shapes (2 windows of 128), 576 for a 7B Llama.
     Read from parameter shapes only, so it works on a meta-device skeleton."""
     block = find_blocks(model)[0][1]
     params = list(block.parameters())

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from ..masks import mask_from_scores
+from ..masks import mask_by_rows
 from ..structure import Structure
 from .sparsegpt import sparsegpt
 from .stats import InputStats
@@ -46,11 +46,19 @@ def wanda_scores(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor
 
 
 PruneFn = Callable[[torch.Tensor, "InputStats | None", Structure, float, str], "tuple[torch.Tensor, torch.Tensor]"]
+MaskFn = Callable[[torch.Tensor, "InputStats | None", Structure, float, str], torch.Tensor]
 
 
-def _by_scores(score: Callable[[torch.Tensor, "InputStats | None"], torch.Tensor]) -> PruneFn:
+def _mask_by_scores(score: Callable[[torch.Tensor, "InputStats | None"], torch.Tensor]) -> MaskFn:
+    def mask(w, stats, st, sp, scope):
+        return mask_by_rows(lambda rows: score(w[rows], stats), tuple(w.shape), st, sp, scope=scope)
+
+    return mask
+
+
+def _masking(mask: MaskFn) -> PruneFn:
     def run(w, stats, st, sp, scope):
-        keep = mask_from_scores(score(w, stats), st, sp, scope=scope)
+        keep = mask(w, stats, st, sp, scope)
         return w.masked_fill(~keep, 0), keep
 
     return run
@@ -76,15 +84,24 @@ class Method:
     summary: str
     # for methods that update the weights they keep: new weights for a mask changed afterwards (DSnoT)
     refit: Callable[[torch.Tensor, InputStats, Structure, torch.Tensor], torch.Tensor] | None = None
+    # for methods that only choose what goes (no update): the keep-mask alone, so that the caller can zero the
+    # weight in place instead of holding a pruned copy beside it (``run`` is this mask applied to a copy)
+    mask: MaskFn | None = None
+
+    @classmethod
+    def by_scores(cls, name: str, needs_data: bool, default_scope: str, score, summary: str) -> "Method":
+        """A method that keeps the highest ``score(w, stats)`` under the structure (magnitude, Wanda)."""
+        mask = _mask_by_scores(score)
+        return cls(name, needs_data, False, default_scope, _masking(mask), summary, mask=mask)
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("magnitude", False, False, "tensor", _by_scores(lambda w, s: magnitude_scores(w)),
-               "|W|, compared over the whole tensor (data-free)"),
-        Method("wanda", True, False, "row", _by_scores(lambda w, s: wanda_scores(w, s.norm)),
-               "|W| * ||X_j||, compared within each output row"),
+        Method.by_scores("magnitude", False, "tensor", lambda w, s: magnitude_scores(w),
+                         "|W|, compared over the whole tensor (data-free)"),
+        Method.by_scores("wanda", True, "row", lambda w, s: wanda_scores(w, s.norm),
+                         "|W| * ||X_j||, compared within each output row"),
         Method("sparsegpt", True, True, "tensor", _sparsegpt,
                "OBS updates from the layer Hessian, column blocks of 128, 1% dampening", _sparsegpt_refit),
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..masks import mask_from_scores
+from ..masks import mask_from_scores, zero_pruned_
 from ..structure import NM, Block, StructureLike, parse_structure
 
 __all__ = ["sparsegpt", "inverse_hessian_factor", "InverseFactor", "HessianConsumedError"]
@@ -46,9 +46,9 @@ class InverseFactor:
     def quadratic(self, m: torch.Tensor) -> torch.Tensor:
         """tr(M H M^T) for M (rows, in), as a float64 scalar tensor."""
         y = torch.linalg.solve_triangular(self.u, m.to(self.u.dtype), upper=True, left=False)  # M U^-1
-        md = m.double()
-        return (y.double().square().sum() - self.lam * md.square().sum()
-                - md[:, self.dead].square().sum())
+        f64 = torch.float64  # sums in float64 without float64 copies of the slices
+        return (y.square().sum(dtype=f64) - self.lam * m.square().sum(dtype=f64)
+                - m[:, self.dead].square().sum(dtype=f64))
 
 
 class HessianConsumedError(RuntimeError):
@@ -160,5 +160,5 @@ def sparsegpt(
             err1[:, i] = e
         w[:, i1:i2] = w1
         w[:, i2:].addmm_(err1, u[i1:i2, i2:], alpha=-1)  # lazy update of every later column, once per block
-    w *= keep
+    zero_pruned_(w, keep)
     return w.to(weight.dtype), keep

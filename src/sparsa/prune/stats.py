@@ -22,7 +22,7 @@ import torch
 
 from .sparsegpt import InverseFactor, inverse_hessian_factor
 
-__all__ = ["InputStats", "relative_error"]
+__all__ = ["InputStats", "relative_error", "diff_rows"]
 
 
 @dataclass
@@ -76,7 +76,7 @@ class InputStats:
         return self.factor
 
     def relative_error(self, dense: torch.Tensor, pruned: torch.Tensor) -> float | None:
-        """relative_error of a pruned weight from X^T X or, once that is consumed, from its factor."""
+        """relative_error of a pruned weight (or keep-mask) from X^T X or, once that is consumed, its factor."""
         h = self.hessian if self.hessian is not None else self.factor
         return None if h is None else relative_error(dense, pruned, h)
 
@@ -97,15 +97,26 @@ class InputStats:
         return self.sumsq.sqrt().float()
 
 
+def diff_rows(dense: torch.Tensor, pruned: torch.Tensor, rows: slice) -> torch.Tensor:
+    """D = W - W' for ``rows`` of the weight, in float32. ``pruned`` is W' or, as a bool tensor, the keep-mask
+    of W (W' is then W with the rest zeroed): a caller that zeroes the weight in place after measuring holds
+    no pruned copy."""
+    w = dense[rows].float()
+    if pruned.dtype == torch.bool:
+        return w.masked_fill(pruned[rows], 0)
+    return w - pruned[rows].float()
+
+
 def relative_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor | InverseFactor,
-                   rows: int = 256) -> float:
+                   rows: int | None = None) -> float:
     """||W X^T - W' X^T||_F^2 / ||W X^T||_F^2 computed exactly from H = X^T X or from SparseGPT's factor of
-    its damped inverse (no activations kept).
+    its damped inverse (no activations kept). ``pruned``: W', or the keep-mask of W (see ``diff_rows``).
 
     Both quadratic forms are computed ``rows`` output rows at a time (products in float32, their sums in
-    float64): the products are (rows, in), so the check adds almost nothing to the peak memory of pruning (a
-    float64 copy of H and two (out, in) products held four matrices of the module's size for a number that is
-    logged).
+    float64), by default slices of ~256K elements: the products are (rows, in), so the check adds almost
+    nothing to the peak memory of pruning (a float64 copy of H and two (out, in) products held four matrices
+    of the module's size for a number that is logged; 256-row slices of a 5632-column down projection still
+    held ~35 MiB of temporaries, at the peak of bounded-memory SparseGPT).
     """
     if isinstance(hessian, InverseFactor):
         quadratic = hessian.quadratic
@@ -117,9 +128,10 @@ def relative_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Ten
 
     num = torch.zeros((), dtype=torch.float64)
     den = torch.zeros((), dtype=torch.float64)
+    rows = rows or max(1, (1 << 18) // max(1, dense.shape[1]))
     for r in range(0, dense.shape[0], rows):
-        w = dense[r : r + rows].float()  # (rows, in)
-        num += quadratic(w - pruned[r : r + rows].float())
-        den += quadratic(w)
+        sl = slice(r, r + rows)
+        num += quadratic(diff_rows(dense, pruned, sl))
+        den += quadratic(dense[sl].float())
     # from the factor, a tiny error can come out a rounding below zero
     return max(0.0, float(num / den)) if den > 0 else 0.0
