@@ -47,7 +47,6 @@ struct SpmmArgs {
 constexpr int64_t kDecodeMaxN = 8;
 // Scratch a call needs, in floats: batched, the transposed activations (in x n rounded up to the widest vector,
 // 16 lanes); decode, a copy of x with rows padded to a multiple of 64 so that vector loads never pass a row's end.
-constexpr int64_t kRowGroup = 8;  // output rows per output transpose (8 x 8)
 // Row stride of the transposed activations: n rounded up to 16 floats (64 bytes), made an odd multiple of 64 bytes
 // so that the rows of a K-block spread over all L1 sets (a power-of-two stride such as 512 bytes at n = 128 maps
 // every row to the same few sets and evicts the block being reused).

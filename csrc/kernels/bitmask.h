@@ -3,7 +3,7 @@
 // r * in * n / m, so no row pointer is stored.
 //
 // Batched: each row walks its set bits (tzcnt), broadcasting one value against a contiguous NT-token load of
-// xt, i.e. work proportional to the nonzeros; 8 rows share one output transpose.
+// xt, i.e. work proportional to the nonzeros; 16 rows share one output stage (two 8 x 8 transposes).
 // Decode: each row walks its mask in chunks of W columns; a chunk's values are expanded into the lanes of its
 // set bits (vexpandps on AVX-512, a permute table on AVX2) and multiplied with W contiguous inputs, so the
 // weights stream once at full vector width however the zeros fall.
@@ -14,7 +14,7 @@ static inline int64_t row_start(const SpmmArgs& a, int64_t r) {
 
 static inline int64_t ctz64(uint64_t v) { return __builtin_ctzll(v); }
 
-constexpr int64_t kBitmaskTaskRows = 32;  // rows per batched task: 4 output transposes, 8 KB of accumulators
+constexpr int64_t kBitmaskTaskRows = 32;  // rows per batched task: two lines of y per token, 8 KB of accumulators
 
 // One task: rows r0 .. r0+rows of one token tile, K-blocked by mask word. The xt columns of a word (64 columns x
 // VT*W tokens, 16 KB at 64 tokens) stay in L1 while every row of the task adds that word's nonzeros into its
@@ -78,8 +78,7 @@ static void bitmask_batched(const SpmmArgs& a) {
         const int64_t r0 = task * RT, rows = imin(a.out, r0 + RT) - r0;
         with_vectors<VV>(vt, BitmaskTask<WT>{a, xtile, np, vals, r0, rows, tmp, NT});
         const int64_t tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
-        for (int64_t g = 0; g < rows; g += kRowGroup)
-            store_out(a, tmp + g * NT, NT, imin(kRowGroup, rows - g), r0 + g, t0, tn);
+        store_out(a, tmp, NT, rows, r0, t0, tn);
     });
 }
 

@@ -85,8 +85,7 @@ struct BsrTask {
             }
         }
         const int64_t rows = (br1 - g * GB) * R, tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
-        for (int64_t i = 0; i < rows; i += kRowGroup)
-            store_out(a, tmp + i * NT, NT, imin(kRowGroup, rows - i), g * GB * R + i, t0, tn);
+        store_out(a, tmp, NT, rows, g * GB * R, t0, tn);
     }
 };
 

@@ -141,8 +141,7 @@ static void csr_batched(const SpmmArgs& a) {
         const int64_t r0 = task * RT, rows = imin(a.out, r0 + RT) - r0;
         with_vectors<VV>(vt, CsrTask<WT, IT>{a, xtile, np, vals, cols, r0, rows, tmp, NT});
         const int64_t tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
-        for (int64_t g = 0; g < rows; g += kRowGroup)
-            store_out(a, tmp + g * NT, NT, imin(kRowGroup, rows - g), r0 + g, t0, tn);
+        store_out(a, tmp, NT, rows, r0, t0, tn);
     });
 }
 
