@@ -1,0 +1,109 @@
+"""Two builds of sparsa's kernels against each other on the same machine state: one worker process per build
+(each imports its own source tree and compiled core), calls interleaved by this process so that the two never
+run at once, torch dense and torch CSR timed inside each worker as well. Medians over rounds of 5 calls; the
+ratio "A/B" above 1 means build B is faster. Run it once with the same build on both sides to see the noise.
+
+    git worktree add /tmp/base <commit>; cd /tmp/base; pip wheel --no-build-isolation --no-deps . -w /tmp/wheel
+    unzip -o /tmp/wheel/sparsa-*.whl 'sparsa/_C*' -d /tmp/base/src          # the compiled core beside its sources
+    flock /tmp/sparsa-cpu.lock python benchmarks/ab_builds.py --a /tmp/base/src   # B: the installed sparsa
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WHAT = ("dense", "csr", "sparse")
+
+
+def worker(src: str | None, threads: int, conn) -> None:
+    if src:  # this build's sources first, and not the editable install's import redirect
+        sys.path.insert(0, src)
+        sys.meta_path[:] = [f for f in sys.meta_path if "sparsa" not in type(f).__module__.lower()
+                            and "redirect" not in type(f).__name__.lower()]
+    import time
+    import warnings
+
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from spmm import make_weight
+
+    import sparsa
+    import sparsa.kernels as K
+    from sparsa.formats import formats_for
+    from sparsa.structure import parse_structure
+
+    torch.set_num_threads(threads)
+    conn.send(sparsa.__file__)
+    cases: dict = {}
+    while (msg := conn.recv()) is not None:
+        key, what = msg
+        if key not in cases:
+            (out, inp), structure, sparsity, n, isa = key
+            w = make_weight(out, inp, structure, sparsity)
+            st = parse_structure(structure)
+            p = formats_for(st)[0].pack(w, st, torch.float32)
+            k = [k for k in K.kernels_for(p) if k.isa == isa and (k.block is not None or p.format_name != "bsr")][0]
+            q, x, y = K.prepare(p), torch.randn(n, inp), torch.empty(n, out)
+            if not torch.allclose(q(x, k), x @ w.T, rtol=1e-4, atol=1e-4):
+                raise SystemExit(f"{k.name} is wrong on {key} in {sparsa.__file__}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+                wc = w.to_sparse_csr()
+            h, xn, yn = q._handle, x.numpy(), y.numpy()
+            cases[key] = {"dense": lambda: torch.nn.functional.linear(x, w), "csr": lambda: torch.sparse.mm(wc, x.T),
+                          "sparse": lambda: h.run(k.index, xn, yn, threads, 0)}
+        f = cases[key][what]
+        t0 = time.perf_counter()
+        for _ in range(5):
+            f()
+        conn.send((time.perf_counter() - t0) / 5 * 1e3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--a", required=True, help="source folder of build A (holding sparsa/ with its compiled _C)")
+    ap.add_argument("--b", default=None, help="source folder of build B (default: the installed sparsa)")
+    ap.add_argument("--shapes", nargs="+", default=["1536x384", "384x1536", "3072x768"])
+    ap.add_argument("--structures", nargs="+", default=["4x1", "unstructured"])
+    ap.add_argument("--sparsities", nargs="+", type=float, default=[0.7, 0.9, 0.95, 0.999])
+    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--isa", default="avx512", help="the kernels' ISA (avx512, avx2, scalar)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=21)
+    args = ap.parse_args()
+    ctx = mp.get_context("spawn")
+    conns = {}
+    for name, src in (("A", args.a), ("B", args.b)):
+        mine, theirs = ctx.Pipe()
+        ctx.Process(target=worker, args=(src, args.threads, theirs), daemon=True).start()
+        conns[name] = mine
+        print(f"# build {name}: {mine.recv()}")
+    print(f"# N = {args.n}, {args.threads} threads, {args.isa} kernels, medians of {args.rounds} rounds")
+    for shape in args.shapes:
+        out, inp = (int(v) for v in shape.split("x"))
+        for structure in args.structures:
+            for sp in args.sparsities:
+                key = ((out, inp), structure, sp, args.n, args.isa)
+                times = {(b, w): [] for b in conns for w in WHAT}
+                for _ in range(args.rounds):
+                    for b, c in conns.items():
+                        for w in WHAT:
+                            c.send((key, w))
+                            times[(b, w)].append(c.recv())
+                m = {k: statistics.median(v) for k, v in times.items()}
+                a, b = m[("A", "sparse")], m[("B", "sparse")]
+                print(f"{shape:9s} {structure:12s} {sp:5}: A {a:.4f} ms, B {b:.4f} ms, A/B {a / b:.3f}; "
+                      f"x dense A {m[('A', 'dense')] / a:.2f} B {m[('B', 'dense')] / b:.2f}; "
+                      f"x torch CSR A {m[('A', 'csr')] / a:.2f} B {m[('B', 'csr')] / b:.2f}", flush=True)
+    for c in conns.values():
+        c.send(None)
+
+
+if __name__ == "__main__":
+    main()
