@@ -45,6 +45,55 @@ def test_block_by_block_from_disk_equals_in_memory(factory, method, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_sparsegpt_stages_run_with_the_blocks_other_weights_parked(tmp_path, monkeypatch):
+    """While SparseGPT prunes a stage in bounded mode the block's other large weights are out of memory (the
+    pruned ones in a temporary file, the rest re-read from the source), and while its statistics are gathered
+    the weights of it and the stages after it; they come back unchanged: the result equals in-memory pruning
+    (the test above) and no temporary file is left."""
+    import importlib
+
+    sg = importlib.import_module("sparsa.prune.sparsegpt")
+    model = tiny_llama()
+    model.save_pretrained(tmp_path / "src")
+    batch = {"input_ids": torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))}
+    seen, loaders = [], []
+    real, real_init = sg.sparsegpt, SafetensorsBlockLoader.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        loaders.append(self)
+
+    def spy(weight, *args, **kwargs):
+        seen.append(resident())
+        return real(weight, *args, **kwargs)
+
+    def resident():  # the 2-D weights in memory in the (one) block being pruned
+        block = next(b for b in loaders[0].model.model.layers if any(p.device.type == "cpu" for p in b.parameters()))
+        return sorted(n for n, p in block.named_parameters() if p.device.type == "cpu" and p.dim() == 2)
+
+    engine = importlib.import_module("sparsa.prune.engine")
+    gathered, real_gather = [], engine.gather_stats
+
+    def gather_spy(*args, **kwargs):
+        gathered.append(resident())
+        return real_gather(*args, **kwargs)
+
+    monkeypatch.setattr(SafetensorsBlockLoader, "__init__", init)
+    monkeypatch.setattr(importlib.import_module("sparsa.prune.methods"), "sparsegpt", spy)
+    monkeypatch.setattr(engine, "gather_stats", gather_spy)
+    recipe = {"prune": [{"method": "sparsegpt", "sparsity": 0.5}]}
+    prune_checkpoint(tmp_path / "src", tmp_path / "out", recipe, batch, {"source": "src"})
+    # one call per module (q, k, v share a stage, gate and up another): only the stage's weights are resident
+    stages = [["self_attn.k_proj.weight", "self_attn.q_proj.weight", "self_attn.v_proj.weight"]] * 3 + \
+             [["self_attn.o_proj.weight"]] + [["mlp.gate_proj.weight", "mlp.up_proj.weight"]] * 2 + \
+             [["mlp.down_proj.weight"]]
+    assert seen == stages * 2  # two blocks
+    # while a stage's statistics are gathered (forwards that stop before it) only the earlier stages' weights
+    qkv, o, gate_up = stages[0], stages[3], stages[4]
+    assert gathered == [[], qkv, sorted(qkv + o), sorted(qkv + o + gate_up)] * 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_blocks_leave_memory_after_they_are_written(tmp_path):
     tiny_llama().save_pretrained(tmp_path / "src")
     model = skeleton(tmp_path / "src")

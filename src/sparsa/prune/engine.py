@@ -23,13 +23,16 @@ Padding tokens (attention mask 0) never enter the statistics. Peak memory: the m
 block: the loader holds the non-block weights only while block 0's inputs are captured), the calibration
 hidden states of one block boundary, one stage's X^T X (SparseGPT's factor is computed in its storage unless
 DSnoT still needs it; Wanda and magnitude skip it where it is larger than the weight) and one module's
-pruning working set. With a loader, the calibration batches are also split so that one forward's widest
-activation stays a small fraction of a block (``bounded_call_tokens``); the statistics are the same sums.
+pruning working set; with a loader that parks (``ParkingLoader``), SparseGPT's stages are pruned with the
+block's other weights out of memory, so that X^T X and the working set replace them instead of adding to
+them. With a loader, the calibration batches are also split so that one forward's widest activation stays a
+small fraction of a block (``bounded_call_tokens``); the statistics are the same sums.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Protocol
@@ -103,6 +106,16 @@ class BlockLoader(Protocol):
     def drop(self, name: str, block: nn.Module) -> None: ...  # drop it unsaved (measuring passes)
 
 
+class ParkingLoader(BlockLoader, Protocol):
+    """A loader that can also hold a block's weights out of memory while one stage of it is pruned (used when
+    the loader has these methods)."""
+
+    # take the block's weights other than ``keep``'s out of memory, keeping ``changed`` (already pruned) ones
+    # somewhere they come back from
+    def park(self, name: str, block: nn.Module, keep: list[nn.Module], changed: list[nn.Module]) -> None: ...
+    def unpark(self, name: str, block: nn.Module) -> None: ...  # bring every parked weight back
+
+
 def _tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The rows of a module input that belong to real tokens."""
     if mask is None:
@@ -170,7 +183,7 @@ def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan], sh
     counts its first call only). ``consume_hessian``: SparseGPT may compute
     its factor in the storage of X^T X (nothing reads X^T X afterwards; DSnoT does).
     """
-    if shared and len({p.weight().shape[1] for p in plans}) == 1 and all(p.param is None for p in plans):
+    if _stops_before(plans, shared):
         stats = InputStats(plans[0].weight().shape[1], with_hessian, consume_hessian=consume_hessian)
         _forward_to(block, calls, [p.module for p in plans], lambda x, mask: stats.add(_tokens(x, mask)))
         return {p.name: stats for p in plans}
@@ -199,6 +212,12 @@ def gather_stats(block: nn.Module, calls: list[BlockCall], plans: list[Plan], sh
         for h in stops:
             h.remove()
     return col.stats
+
+
+def _stops_before(plans: list[Plan], shared: bool) -> bool:
+    """Whether gather_stats gathers these plans' statistics with forwards that stop before the first of their
+    modules computes anything (so that their weights, and those of every module after them, are not read)."""
+    return shared and len({p.weight().shape[1] for p in plans}) == 1 and all(p.param is None for p in plans)
 
 
 def _forward_to(block: nn.Module, calls: list[BlockCall], modules: list[nn.Module],
@@ -462,8 +481,17 @@ def prune_modules(
         if not mine:
             return
         stages = _stages(block, calls[0], mine) if true_sequential else [(mine, False)]
-        for stage, shared in stages:
-            outcomes.update(_prune_stage(block, calls, stage, shared, bounded=loader is not None))
+        done: list[nn.Module] = []  # modules of this block pruned so far
+        for i, (stage, shared) in enumerate(stages):
+            park = park_ahead = None
+            if loader is not None and hasattr(loader, "park"):
+                park = partial(_parked, loader, bname, block, [p.module for p in stage], list(done))
+                ahead = {id(p.module) for st, _ in stages[i:] for p in st}  # this stage's modules and later ones
+                park_ahead = partial(_parked, loader, bname, block,
+                                     [m for m in block.modules() if id(m) not in ahead], list(done))
+            outcomes.update(_prune_stage(block, calls, stage, shared, bounded=loader is not None, park=park,
+                                         park_ahead=park_ahead))
+            done.extend(p.module for p in stage)
 
     walk_blocks(model, batches, visit, sequential=sequential, loader=loader,
                 progress="pruning" if progress else None)
@@ -484,38 +512,68 @@ def prune_modules(
     return [outcomes[p.name] for p in plans]
 
 
-def _prune_stage(block: nn.Module, calls: list[BlockCall], stage: list[Plan], shared: bool,
-                 bounded: bool) -> dict[str, Outcome]:
-    """Gather the statistics of one stage and prune its modules; only this stage's statistics are alive."""
+@contextmanager
+def _parked(loader: ParkingLoader, name: str, block: nn.Module, keep: list[nn.Module], changed: list[nn.Module]):
+    loader.park(name, block, keep, changed)
+    try:
+        yield
+    finally:
+        loader.unpark(name, block)
+
+
+def _prune_stage(block: nn.Module, calls: list[BlockCall], stage: list[Plan], shared: bool, bounded: bool,
+                 park: Callable[[], AbstractContextManager] | None = None,
+                 park_ahead: Callable[[], AbstractContextManager] | None = None) -> dict[str, Outcome]:
+    """Gather the statistics of one stage and prune its modules; only this stage's statistics are alive.
+
+    Bounded mode, for stages whose method needs X^T X (SparseGPT: the largest allocation of pruning, which then
+    takes the place of weights instead of adding to them): ``park_ahead`` is a context in which the weights of
+    this stage's modules and of those after them are out of memory, entered while the statistics are gathered
+    by forwards that stop before the stage; ``park`` one in which every other weight of the block is, entered
+    while the stage's modules are pruned where that runs no forward of the block."""
     outcomes = {}
     consume = not any(p.dsnot for p in stage)  # DSnoT reads X^T X after SparseGPT's factor is made
     by_forward = _measure_by_forward(stage, shared)
-    stats = gather_stats(block, calls, stage, shared=shared, consume_hessian=consume, with_hessian=not by_forward)
-    if bounded:  # the forwards' intermediates are freed: give them back
-        release_freed_memory()
-    pending = list(stage)
-    while pending:
-        p = pending[0]
-        measure = partial(_error_by_forward, block, calls, p) if by_forward else None
-        try:
-            outcomes[p.name] = prune_one(p, stats[p.name], measure)
-            failed = False
-        except HessianConsumedError:
-            failed = True
-        if failed:  # outside the except clause: its traceback would keep the destroyed X^T X alive
-            # the float32 factorisation failed in place of X^T X: gather it again and factorise a float64 copy
-            # (with true_sequential=False the stage's modules pruned so far then feed the new statistics)
-            log.info("%s: SparseGPT factorisation failed in float32; redone in float64 on new statistics", p.name)
-            stats = None
-            stats = gather_stats(block, calls, pending, shared=shared)
-            for st in {id(v): v for v in stats.values()}.values():
-                st.factor_dtype = torch.float64
-            continue
-        pending.pop(0)
-        if not shared:
-            del stats[p.name]  # its X^T X and factor serve no other module
-        if bounded:  # the module's working set is freed: give it back
+    parking = not by_forward and any(p.method.needs_hessian for p in stage) and all(p.param is None for p in stage)
+    if park is None or not parking:
+        park = nullcontext
+    ahead = park_ahead if park_ahead is not None and parking and _stops_before(stage, shared) else nullcontext
+    with ahead():  # parks nest: park() below takes the rest out before the stage's own weights come back
+        stats = gather_stats(block, calls, stage, shared=shared, consume_hessian=consume,
+                             with_hessian=not by_forward)
+        if bounded:  # the forwards' intermediates are freed: give them back
             release_freed_memory()
+        pending = list(stage)
+        while pending:
+            failed = False
+            with park():
+                while pending:
+                    p = pending[0]
+                    measure = partial(_error_by_forward, block, calls, p) if by_forward else None
+                    try:
+                        outcomes[p.name] = prune_one(p, stats[p.name], measure)
+                    except HessianConsumedError:
+                        failed = True
+                    if failed:
+                        break
+                    pending.pop(0)
+                    if not shared:
+                        del stats[p.name]  # its X^T X and factor serve no other module
+                    if bounded:  # the module's working set is freed: give it back
+                        release_freed_memory()
+                if not pending:  # the stage's X^T X (or factor) goes before the parked weights come back
+                    stats = None
+                    if bounded:
+                        release_freed_memory()
+            if failed:  # outside the except clause (its traceback would keep the destroyed X^T X alive), unparked
+                # the float32 factorisation failed in place of X^T X: gather it again and factorise a float64 copy
+                # (with true_sequential=False the stage's modules pruned so far then feed the new statistics)
+                log.info("%s: SparseGPT factorisation failed in float32; redone in float64 on new statistics",
+                         pending[0].name)
+                stats = None
+                stats = gather_stats(block, calls, pending, shared=shared)
+                for st in {id(v): v for v in stats.values()}.values():
+                    st.factor_dtype = torch.float64
     return outcomes
 
 

@@ -3,7 +3,9 @@ non-block weights (embeddings, final norm, head) are read from the safetensors c
 calibration walk computes the first block's inputs, and each transformer block's weights are read when the
 walk reaches it and written out (pruned) and dropped when it leaves, so peak memory is about one block plus
 the calibration activations and one module's pruning working set. (The embeddings and head of a large-vocabulary
-model weigh as much as a block or more, so they are not kept for the whole run.)
+model weigh as much as a block or more, so they are not kept for the whole run.) While SparseGPT prunes a stage
+of a block, the block's other weights are parked (``park``): pruned ones in a temporary file in the output
+folder, the rest left to be read from the source again.
 
 The output is a sharded Hugging Face folder (one shard per block, then the non-block weights copied unchanged
 from the source in shards no larger than a block, with ``model.safetensors.index.json``), written beside the
@@ -27,6 +29,9 @@ from torch import nn
 from .heap import release_freed_memory
 
 __all__ = ["checkpoint_bytes", "skeleton", "SafetensorsBlockLoader", "prune_checkpoint"]
+
+# park() leaves weights smaller than 1/64 of their block in memory (norms, biases): not worth a file round trip
+_PARK_SHARE = 64
 
 
 def _index(folder: Path) -> dict[str, Path]:
@@ -108,6 +113,8 @@ class SafetensorsBlockLoader:
         self.weight_map: dict[str, str] = {}
         self.total = 0
         self.written: set[str] = set()
+        self.parked: dict[str, Path] = {}  # key -> its source file, for weights parked in a temporary file
+        self.n_parks = 0
 
     def _plan_rest(self) -> list[list[str]]:
         """The checkpoint keys outside every block, grouped in file order into shards of at most one block's
@@ -251,6 +258,58 @@ class SafetensorsBlockLoader:
             out[key] = t.detach()
         self._write(self.blocks.index(name) + 1, out)
         self.drop(name, block)
+
+    def park(self, name: str, block: nn.Module, keep: list[nn.Module], changed: list[nn.Module]) -> None:
+        """Take the block's weights out of memory except those of ``keep`` (the modules a stage is pruning) and
+        small ones (norms, biases): the weights of ``changed`` (modules already pruned) into a temporary
+        safetensors file, the others back to the meta device, to be read from the source again by ``unpark``;
+        ``keep``'s own weights are brought in if an enclosing park had taken them out.
+
+        While SparseGPT prunes a stage nothing runs the block, and its working set (X^T X of the stage's input,
+        460 MiB at a 7B model's down projection, and a copy of the weight) then replaces the block's other
+        weights instead of adding to them."""
+        kept, spill, gone = {id(m) for m in keep}, {}, []
+        modified = {id(m) for m in changed}
+        block_bytes = sum(p.numel() * p.element_size() for p in block.parameters())
+        for mod_name, mod in block.named_modules():
+            if id(mod) in kept:
+                continue
+            for pname, p in mod._parameters.items():
+                if p is None or p.device.type == "meta" or p.numel() * p.element_size() * _PARK_SHARE < block_bytes:
+                    continue
+                key = self._key(".".join(x for x in (name, mod_name, pname) if x))
+                if id(mod) in modified:
+                    spill[key] = p.detach()
+                gone.append((mod, pname))
+        if spill:
+            from safetensors.torch import save_file
+
+            self.n_parks += 1
+            path = self.out_dir / f".park-{self.n_parks:05d}.safetensors"
+            save_file({k: v.contiguous() for k, v in spill.items()}, str(path))
+            self.parked.update({k: self.files[k] for k in spill})  # where they come from once written out
+            self.files.update({k: path for k in spill})
+        del spill
+        for mod, pname in gone:
+            mod._parameters[pname] = nn.Parameter(torch.empty_like(mod._parameters[pname], device="meta"),
+                                                  requires_grad=False)
+        release_freed_memory()
+        # and ``keep``'s own weights in, where an earlier park (parks nest) took them out
+        missing = [(mod, pname, self._key(".".join(x for x in (name, mod_name, pname) if x)))
+                   for mod_name, mod in block.named_modules() if id(mod) in kept
+                   for pname, p in mod._parameters.items() if p is not None and p.device.type == "meta"]
+        data = self._read([k for _, _, k in missing])
+        for mod, pname, key in missing:
+            mod._parameters[pname] = nn.Parameter(data[key], requires_grad=False)
+
+    def unpark(self, name: str, block: nn.Module) -> None:
+        """Bring back what ``park`` took out (parked pruned weights from the temporary file, which is removed)."""
+        self._load(name, block, only_missing=True)
+        spilled = {self.files[k] for k in self.parked}
+        self.files.update(self.parked)
+        self.parked = {}
+        for path in spilled:
+            path.unlink()
 
     def drop(self, name: str, block: nn.Module) -> None:
         """Put the block's weights back on the meta device, so their memory is returned."""
