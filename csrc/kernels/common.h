@@ -225,6 +225,7 @@ static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, in
 #endif
     for (int64_t t = 0; t < tn; ++t) store_row_part(a, tmp, ld, i, rows, r0, y + t * ldy, t, gelu);
 }
+
 // Calls f.template run<VT>() with the compile-time vector count VT = vt (1 <= vt <= VMAX <= 8): the last token
 // tile of a call may be narrower than the full tile, and register tiles need their width at compile time.
 template <int VMAX, class F>
