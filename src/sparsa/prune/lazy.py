@@ -270,6 +270,10 @@ class SafetensorsBlockLoader:
         weights instead of adding to them."""
         kept, spill, gone = {id(m) for m in keep}, {}, []
         modified = {id(m) for m in changed}
+
+        def key(mod_name: str, pname: str) -> str:
+            return self._key(".".join(x for x in (name, mod_name, pname) if x))
+
         block_bytes = sum(p.numel() * p.element_size() for p in block.parameters())
         for mod_name, mod in block.named_modules():
             if id(mod) in kept:
@@ -277,9 +281,8 @@ class SafetensorsBlockLoader:
             for pname, p in mod._parameters.items():
                 if p is None or p.device.type == "meta" or p.numel() * p.element_size() * _PARK_SHARE < block_bytes:
                     continue
-                key = self._key(".".join(x for x in (name, mod_name, pname) if x))
                 if id(mod) in modified:
-                    spill[key] = p.detach()
+                    spill[key(mod_name, pname)] = p.detach()
                 gone.append((mod, pname))
         if spill:
             from safetensors.torch import save_file
@@ -295,12 +298,11 @@ class SafetensorsBlockLoader:
                                                   requires_grad=False)
         release_freed_memory()
         # and ``keep``'s own weights in, where an earlier park (parks nest) took them out
-        missing = [(mod, pname, self._key(".".join(x for x in (name, mod_name, pname) if x)))
-                   for mod_name, mod in block.named_modules() if id(mod) in kept
+        missing = [(mod, pname, key(mod_name, pname)) for mod_name, mod in block.named_modules() if id(mod) in kept
                    for pname, p in mod._parameters.items() if p is not None and p.device.type == "meta"]
         data = self._read([k for _, _, k in missing])
-        for mod, pname, key in missing:
-            mod._parameters[pname] = nn.Parameter(data[key], requires_grad=False)
+        for mod, pname, k in missing:
+            mod._parameters[pname] = nn.Parameter(data[k], requires_grad=False)
 
     def unpark(self, name: str, block: nn.Module) -> None:
         """Bring back what ``park`` took out (parked pruned weights from the temporary file, which is removed)."""
