@@ -175,3 +175,30 @@ def test_batched_thread_split_tokens_and_rows(kernel, threads):
         x = torch.randn(n, 152, generator=g)
         y = spmm(p, x, b, kernel, threads=threads)
         assert_close_to_reference(y, x, p.to_dense().float(), b, p.reference_matmul(x, b))
+
+
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k.format == "bitmask"], ids=lambda k: k.name)
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.25, 0.3])
+def test_bitmask_word_pairs_and_wide_tiles(kernel, density):
+    """At or below a quarter of nonzeros the batched bitmask kernel walks two mask words per row visit and, with
+    AVX-512, 128-token tiles that two threads share by rows. Rows whose first word of a pair is empty, whose
+    second is, with a single nonzero in the last (partial) word, and entirely empty rows; token counts below,
+    at and above one and two wide tiles; one and two threads; on both sides of the density threshold."""
+    _skip_unavailable(kernel)
+    g = torch.Generator().manual_seed(int(density * 1000))
+    out, inp = 70, 300  # 5 mask words, the last one partial (44 columns)
+    keep = torch.rand(out, inp, generator=g) < density
+    keep[0:4, 0:64] = False     # empty first word of the first pair
+    keep[4:8, 64:128] = False   # empty second word
+    keep[8:10, 0:128] = False   # both words of the first pair empty
+    keep[10] = False
+    keep[10, 299] = True        # one nonzero, in the partial last word
+    keep[11] = False            # no nonzero at all
+    w = torch.randn(out, inp, generator=g) * keep
+    p = pack(w, "unstructured", kernel.weight_dtype, format=kernel.format)
+    b = torch.randn(out, generator=g)
+    for threads in (1, 2):
+        for n in (9, 64, 127, 128, 129, 200, 256, 300):
+            x = torch.randn(n, inp, generator=g)
+            y = spmm(p, x, b, kernel, threads=threads)
+            assert_close_to_reference(y, x, p.to_dense().float(), b, p.reference_matmul(x, b))

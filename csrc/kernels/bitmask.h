@@ -16,36 +16,59 @@ static inline int64_t ctz64(uint64_t v) { return __builtin_ctzll(v); }
 
 constexpr int64_t kBitmaskTaskRows = 32;  // rows per batched task: two lines of y per token, 8 KB of accumulators
 
-// One task: rows r0 .. r0+rows of one token tile, K-blocked by mask word. The xt columns of a word (64 columns x
-// VT*W tokens, 16 KB at 64 tokens) stay in L1 while every row of the task adds that word's nonzeros into its
-// accumulators, which live in tmp (L1) between words. Without the blocking each nonzero pulls VT*W*4 bytes of xt
+// At or below this fraction of nonzeros the batched kernel visits each row two mask words at a time and, with 32
+// vector registers, runs 128-token tiles (see bitmask_batched).
+constexpr double kBitmaskSparseDensity = 0.25;
+
+// One task: rows r0 .. r0+rows of one token tile, K-blocked by KW mask words. The xt columns of a word (64 columns
+// x VT*W tokens, 16 KB at 64 tokens) stay in L1 while every row of the task adds that word's nonzeros into its
+// accumulators, which live in tmp (L1) between visits. Without the blocking each nonzero pulls VT*W*4 bytes of xt
 // from L2, and that traffic, not the FMAs, set the pace (measured: ~9 vs ~5.5 cycles per nonzero at 70%).
-template <int VT, class WT>
+// Each visit of a row costs a mispredicted loop exit (its bit count is random) and the reload and store of its
+// accumulators; with KW = 2 the walk moves from the first word to the second without a branch, so a visit covers
+// twice the nonzeros.
+template <int VT, int KW, class WT>
 static inline void bitmask_task(const SpmmArgs& a, const float* xtile, int64_t np, const WT* vals, int64_t r0,
                                 int64_t rows, float* tmp, int64_t ld) {
+    static_assert(KW == 1 || KW == 2, "one or two mask words per visit");
     using V = typename S::V;
     int64_t p[kBitmaskTaskRows];
     for (int64_t i = 0; i < rows; ++i) {
         p[i] = row_start(a, r0 + i);
         for (int v = 0; v < VT; ++v) S::storeu(tmp + i * ld + v * S::W, S::zero());
     }
-    for (int64_t wi = 0; wi < a.mask_words; ++wi) {
-        const float* xb = xtile + wi * 64 * np;
+    const int64_t step = 64 * np;  // xt floats between the columns of consecutive words
+    for (int64_t wi = 0; wi < a.mask_words; wi += KW) {
+        const bool two = KW == 2 && wi + 1 < a.mask_words;
+        const float* xb = xtile + wi * step;
         const uint64_t* m = a.mask + r0 * a.mask_words + wi;
         for (int64_t i = 0; i < rows; ++i) {
-            uint64_t bits = m[i * a.mask_words];
-            if (!bits) continue;
+            uint64_t lo = m[i * a.mask_words], hi = two ? m[i * a.mask_words + 1] : 0;
+            if (!(lo | hi)) continue;
+            const float* base = xb;
+            if (KW == 2 && !lo) {
+                lo = hi;
+                hi = 0;
+                base += step;
+            }
             float* dst = tmp + i * ld;
             V acc[VT];
 #pragma GCC unroll 8
             for (int v = 0; v < VT; ++v) acc[v] = S::loadu(dst + v * S::W);
             int64_t q = p[i];
-            for (; bits; bits &= bits - 1) {
-                const float* xr = xb + ctz64(bits) * np;
+            do {
+                const float* xr = base + ctz64(lo) * np;
                 const V w = bcast(vals + q++);
 #pragma GCC unroll 8
                 for (int v = 0; v < VT; ++v) acc[v] = S::fmadd(w, S::loadu(xr + v * S::W), acc[v]);
-            }
+                lo &= lo - 1;
+                if constexpr (KW == 2) {  // lo ran out: continue with hi (z is all ones then, else 0)
+                    const uint64_t z = uint64_t{0} - static_cast<uint64_t>(lo == 0);
+                    lo |= hi & z;
+                    hi &= ~z;
+                    base += static_cast<int64_t>(z & static_cast<uint64_t>(step));
+                }
+            } while (lo);
             p[i] = q;
 #pragma GCC unroll 8
             for (int v = 0; v < VT; ++v) S::storeu(dst + v * S::W, acc[v]);
@@ -53,7 +76,7 @@ static inline void bitmask_task(const SpmmArgs& a, const float* xtile, int64_t n
     }
 }
 
-template <class WT>
+template <int KW, class WT>
 struct BitmaskTask {
     const SpmmArgs& a;
     const float* xtile;
@@ -63,23 +86,44 @@ struct BitmaskTask {
     float* tmp;
     int64_t ld;
     template <int VT>
-    void run() const { bitmask_task<VT>(a, xtile, np, vals, r0, rows, tmp, ld); }
+    void run() const { bitmask_task<VT, KW>(a, xtile, np, vals, r0, rows, tmp, ld); }
 };
 
-template <class WT>
-static void bitmask_batched(const SpmmArgs& a) {
-    constexpr int VV = tile_vectors<1>();
+template <class WT, int VV, int KW>
+static void bitmask_batched_tiles(const SpmmArgs& a) {
     constexpr int NT = VV * S::W;
     constexpr int64_t RT = kBitmaskTaskRows;
     const WT* vals = static_cast<const WT*>(a.values);
     const int64_t np = xt_stride(a.n), ntasks = (a.out + RT - 1) / RT;
-    batched_tasks<NT>(a, ntasks, [&](const float* xtile, int64_t t0, int vt, int64_t task) {
+    batched_tasks<NT>(a, ntasks, [&](const float* xtile, int64_t t0, int vt, int64_t k) {
         alignas(64) float tmp[RT * NT];
-        const int64_t r0 = task * RT, rows = imin(a.out, r0 + RT) - r0;
-        with_vectors<VV>(vt, BitmaskTask<WT>{a, xtile, np, vals, r0, rows, tmp, NT});
+        const int64_t r0 = k * RT, rows = imin(a.out, r0 + RT) - r0;
+        with_vectors<VV>(vt, BitmaskTask<KW, WT>{a, xtile, np, vals, r0, rows, tmp, NT});
         const int64_t tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
         store_out(a, tmp, NT, rows, r0, t0, tn);
     });
+}
+
+// Above kBitmaskSparseDensity: 64-token tiles, one mask word per visit. At or below it a row has few nonzeros per
+// word (~6 at 90%, ~3 at 95%) and the cost per visit dominates: two words per visit, and 128-token tiles (AVX-512)
+// where every thread gets a whole one, which halve the visits again and the bit walking per FMA. Measured on
+// 3072x768, N = 128, one thread, AVX-512, in one process against the one-word 64-token kernel: 1.18x at 70%,
+// 1.62x at 95%; two threads at N = 128 (64-token tiles, two words) 1.08x at 80%, 1.24x at 90%, 1.30x at 95%, and
+// 0.84x at 50%, hence the threshold. Two threads sharing 128-token tiles by rows at N = 128 were 1.1x faster still
+// on 3072x768 in quiet minutes but 1.05-1.46x slower on the MiniLM shapes and near-empty weights, and up to 1.4x
+// slower whenever the host ran the second vCPU slowly.
+template <class WT>
+static void bitmask_batched(const SpmmArgs& a) {
+    constexpr int VV = tile_vectors<1>();
+    // 8 accumulators and their loads: 128 tokens with AVX-512; the other ISAs' tiles are 8 vectors already
+    constexpr int VWIDE = S::NREG - 4 >= 8 ? 8 : VV;
+    const int64_t nvec = (a.n + S::W - 1) / S::W;
+    if (static_cast<double>(a.n_values) > kBitmaskSparseDensity * static_cast<double>(a.out * a.in))
+        bitmask_batched_tiles<WT, VV, 1>(a);
+    else if (nvec >= VWIDE * a.nthreads)
+        bitmask_batched_tiles<WT, VWIDE, 2>(a);
+    else
+        bitmask_batched_tiles<WT, VV, 2>(a);
 }
 
 // The W values of a chunk starting at p. A full-width load reads up to W - 1 values past the chunk; only the

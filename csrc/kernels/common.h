@@ -1,7 +1,8 @@
 // kernels/common.h: pieces shared by the kernels of one ISA unit (included inside its namespace, after `S`).
 //
-// Batched regime ("transpose, then broadcast weights"): x (n, in) is transposed into xt (in, np), np = n rounded
-// up to the vector width W, so that input column k of a tile of tokens is contiguous. A kernel then computes a
+// Batched regime ("transpose, then broadcast weights"): x (n, in) is transposed into xt (in, np), np =
+// xt_stride(n), so that input column k of a tile of tokens is contiguous; tokens n .. (n rounded up to the vector
+// width W) are zeros, and the columns after them are never read or written. A kernel then computes a
 // group of output rows for one token tile into `tmp` (rows x NT, in L1), and the output stage transposes that
 // back into y (n, out) with 8 x 8 register transposes and adds the bias. Both transposes are vectorised and
 // threaded; they cost ~0.3 cycles per element against the W x (1 - sparsity) x in FMAs each output needs.
@@ -60,11 +61,19 @@ static inline void transpose_part(const float* x, int64_t n, int64_t ldx, float*
         for (int64_t tt = imax(t0, n); tt < t1; ++tt) xt[k * np + tt] = 0.0f;
 }
 
-// All of xt (tokens 0 .. np), the column blocks shared among the threads of the enclosing parallel region.
-static void transpose_in(const float* x, int64_t n, int64_t in, int64_t ldx, float* xt, int64_t np) {
+// All of xt (tokens 0 .. t1) by the threads of the enclosing parallel region, which claim 8-column blocks from
+// `claimed` and count them in `done`; each returns once every block is written. Unlike a worksharing loop with a
+// barrier, no thread waits for another to arrive: the two vCPUs of this VM are at times far from equally
+// available (one thread's call as fast as two's), and a static split then waited for the slower half.
+static void transpose_in(const float* x, int64_t n, int64_t in, int64_t ldx, float* xt, int64_t np, int64_t t1,
+                         std::atomic<int64_t>& claimed, std::atomic<int64_t>& done) {
     const int64_t nkb = (in + 7) / 8;
-#pragma omp for schedule(static)
-    for (int64_t kb = 0; kb < nkb; ++kb) transpose_part(x, n, ldx, xt, np, kb * 8, imin(8, in - kb * 8), 0, np);
+    for (int64_t kb; (kb = claimed.fetch_add(1, std::memory_order_relaxed)) < nkb;) {
+        transpose_part(x, n, ldx, xt, np, kb * 8, imin(8, in - kb * 8), 0, t1);
+        done.fetch_add(1, std::memory_order_release);
+    }
+    while (done.load(std::memory_order_acquire) < nkb) {
+    }
 }
 
 static inline int thread_index() {
@@ -91,15 +100,16 @@ static inline int thread_count() {
 // task for them, then takes what is left of the other threads' tasks (TaskQueue). Before, the rows were split as a
 // dynamic queue of 8-row tasks over both threads: 2 threads ran at 1.1-1.5x of one at N = 128 (4x1 90% 1536x384:
 // 0.242 ms on one thread, 0.225 ms on two), as neighbouring tasks on different cores wrote the two halves of the
-// same 64-byte lines of y. Tasks now cover 16 rows (whole lines) in both modes; with that, the row split measured
-// 0.94-0.98x of the token split's time at N = 128 (within this machine's noise) and 1.06-1.07x slower at N = 512.
+// same 64-byte lines of y. Tasks now cover whole lines (then 16 rows, now 32) in both modes; with 16, the row
+// split measured 0.94-0.98x of the token split's time at N = 128 (within this machine's noise) and 1.06-1.07x
+// slower at N = 512.
 // Taking the others' tasks measured 1-22% faster than a static token split (the two vCPUs of this VM do not run
 // at equal speed: 101 against 142 us for the two halves of one call). With fewer tokens the rows are split
 // (dynamic queue over (tile, task)), which keeps both cores busy at N = 16..32.
 constexpr int64_t kSplitTokensMinVectors = 2;
 
 // A thread's list of tasks, which other threads may take from once they finished theirs. Tasks write whole
-// 64-byte lines of y (16-row groups), so two threads taking alternate tasks never share a line.
+// 64-byte lines of y (groups of 16 rows or more), so two threads taking alternate tasks never share a line.
 struct alignas(64) TaskQueue {
     std::atomic<int64_t> next{0};  // the next task not yet taken
     std::atomic<int> ready{0};     // set once the owner's columns of xt are written
@@ -112,6 +122,7 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task) {
     float* xt = a.work;
     const bool by_tokens = a.nthreads <= 1 || nvec >= a.nthreads * kSplitTokensMinVectors;
     std::unique_ptr<TaskQueue[]> queues(new TaskQueue[by_tokens ? a.nthreads : 0]);
+    std::atomic<int64_t> claimed{0}, done{0};  // xt's column blocks, when the threads share it (rows split)
 #pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
     {
         if (by_tokens) {
@@ -124,9 +135,9 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task) {
             };
             int64_t v0, v1, nt;
             tokens_of(tid, v0, v1, nt);
-            const int64_t t_end = tid == nth - 1 ? np : v1 * S::W;  // the last thread also zeroes the padding
+            // the last thread's vectors end with the tokens past n that fill the last vector: those are zeroed
             for (int64_t kb = 0; kb < (a.in + 7) / 8; ++kb)
-                transpose_part(a.x, a.n, a.ldx, xt, np, kb * 8, imin(8, a.in - kb * 8), v0 * S::W, t_end);
+                transpose_part(a.x, a.n, a.ldx, xt, np, kb * 8, imin(8, a.in - kb * 8), v0 * S::W, v1 * S::W);
             queues[tid].ready.store(1, std::memory_order_release);
             // Runs thread o's tasks (tile outer, so that one tile of xt is reused while it sits in L2) until its
             // queue is empty.
@@ -149,7 +160,7 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task) {
                 drain(o);
             }
         } else {
-            transpose_in(a.x, a.n, a.in, a.ldx, xt, np);
+            transpose_in(a.x, a.n, a.in, a.ldx, xt, np, nvec * S::W, claimed, done);
             const int64_t ntiles = (nvec + VMAX - 1) / VMAX;
             // token tile outer: consecutive tasks (on both threads) reuse one tile of xt while it sits in L2; with
             // the row groups outer each task pulled a fresh tile from L3 (measured 2-3x slower at n = 2048)
@@ -172,58 +183,60 @@ static inline void store_row_part(const SpmmArgs& a, const float* tmp, int64_t l
 }
 
 #ifdef __AVX2__
-// Rows 8 * NG of tokens 0 .. tn (rounded down to 8) from tmp into y, as NG 8 x 8 transposes per 8 tokens, plus
-// the bias (and GELU); returns the tokens written. With NG = 2 the two 32-byte halves of each 64-byte line of y
-// are stored back to back: y's rows are `out` floats apart (6 KB at out = 1536, which maps the 64 token rows a
-// task writes onto two L1 sets), so a line written in two visits, one per 8-row group, was usually evicted in
-// between and missed twice. Measured in isolation (one thread, 128 x 1536 outputs from a 16 x 64 tile in L1):
-// 50 us with the groups one after the other, 31 us paired (AVX-512 build; 36 us AVX2-only), 35-37 us with one
-// 16 x 16 AVX-512 transpose and full-line stores, 36-40 us with prefetches of the next lines.
+// Rows 8 * NG of 8 tokens from tmp into y, as NG 8 x 8 transposes, plus the bias (and GELU). With NG = 2 the two
+// 32-byte halves of each 64-byte line of y are stored back to back (a line written in two visits, one per 8-row
+// group, was evicted in between and missed twice: 50 against 31 us in benchmarks/micro/output_stage.cpp).
 template <int NG, bool GELU>
-static inline int64_t store_rows8(const float* tmp, int64_t ld, const __m256* b, float* y, int64_t ldy, int64_t tn) {
-    int64_t t = 0;
-    for (; t + 8 <= tn; t += 8) {
-        __m256 r[NG][8];
-        for (int g = 0; g < NG; ++g) {
-            for (int i = 0; i < 8; ++i) r[g][i] = _mm256_loadu_ps(tmp + (g * 8 + i) * ld + t);
-            S::transpose8(r[g]);  // r[g][j] = rows 8g .. 8g+7 of token t + j
-        }
-        for (int j = 0; j < 8; ++j)
-            for (int g = 0; g < NG; ++g) {
-                __m256 v = _mm256_add_ps(r[g][j], b[g]);
-                if constexpr (GELU) v = vgelu<SimdAvx2>(v);
-                _mm256_storeu_ps(y + (t + j) * ldy + g * 8, v);
-            }
+static inline void store_block8(const float* tmp, int64_t ld, const float* bias, float* y, int64_t ldy) {
+    __m256 r[NG][8], b[NG];
+    for (int g = 0; g < NG; ++g) {
+        b[g] = bias ? _mm256_loadu_ps(bias + g * 8) : _mm256_setzero_ps();
+        for (int i = 0; i < 8; ++i) r[g][i] = _mm256_loadu_ps(tmp + (g * 8 + i) * ld);
+        S::transpose8(r[g]);  // r[g][j] = rows 8g .. 8g+7 of token j
     }
-    return t;
+    for (int j = 0; j < 8; ++j)
+        for (int g = 0; g < NG; ++g) {
+            __m256 v = _mm256_add_ps(r[g][j], b[g]);
+            if constexpr (GELU) v = vgelu<SimdAvx2>(v);
+            _mm256_storeu_ps(y + j * ldy + g * 8, v);
+        }
+}
+
+// Rows 0 .. rows (rounded down to 8) of 8 tokens: every 16-row pair of the task, then a last 8-row group.
+template <bool GELU>
+static inline void store_tokens8(const float* tmp, int64_t ld, int64_t rows, const float* bias, float* y,
+                                 int64_t ldy) {
+    int64_t i = 0;
+    for (; i + 16 <= rows; i += 16) store_block8<2, GELU>(tmp + i * ld, ld, bias ? bias + i : nullptr, y + i, ldy);
+    if (i + 8 <= rows) store_block8<1, GELU>(tmp + i * ld, ld, bias ? bias + i : nullptr, y + i, ldy);
 }
 #endif
 
-// y[t0 + t, r0 + i] = act(tmp[i * ld + t] + bias[r0 + i]) for i < rows, t < tn: a task's rows, 16 at a time
-// (whole 64-byte lines of y when r0 is a multiple of 16), then 8, then one by one.
+// y[t0 + t, r0 + i] = act(tmp[i * ld + t] + bias[r0 + i]) for i < rows, t < tn: 8 tokens at a time, all of the
+// task's rows for those tokens before the next 8 (rows not a multiple of 8 and the last tokens one by one).
+// y's rows are `out` floats apart, so a task's lines of y lie `out` floats apart too, and the order of the stores
+// sets their cost: written one 64-byte line per token row (16 rows) for all tokens, then the next line, a
+// 128 x 1536 output took 31 us on one thread; with the task's 32 rows (two adjacent lines) per token row before
+// the next, 24 us, and 64 rows 21 us (benchmarks/micro/output_stage.cpp; plain full-line stores without the
+// transposes: 22 us at 16 rows, 9-10 us at 32 or more).
 static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, int64_t rows, int64_t r0, int64_t t0,
                              int64_t tn) {
     // locals: vector stores may alias anything, so members of `a` read in the loop were reloaded after each store
     float* const y = a.y + t0 * a.ldy + r0;
+    const float* const bias = a.bias ? a.bias + r0 : nullptr;
     const int64_t ldy = a.ldy;
     const bool gelu = a.act == Act::GELU;
-    int64_t i = 0;
+    int64_t t = 0;
 #ifdef __AVX2__
-    for (int64_t step; (step = rows - i >= 16 ? 16 : rows - i >= 8 ? 8 : 0) != 0; i += step) {
-        __m256 b[2];
-        for (int g = 0; g < step / 8; ++g)
-            b[g] = a.bias ? _mm256_loadu_ps(a.bias + r0 + i + 8 * g) : _mm256_setzero_ps();
-        const float* src = tmp + i * ld;
-        float* dst = y + i;
-        const int64_t done = step == 16 ? (gelu ? store_rows8<2, true>(src, ld, b, dst, ldy, tn)
-                                                : store_rows8<2, false>(src, ld, b, dst, ldy, tn))
-                                        : (gelu ? store_rows8<1, true>(src, ld, b, dst, ldy, tn)
-                                                : store_rows8<1, false>(src, ld, b, dst, ldy, tn));
-        for (int64_t t = done; t < tn; ++t)  // the last tokens of a tile that is not a multiple of 8
-            store_row_part(a, tmp, ld, i, i + step, r0, y + t * ldy, t, gelu);
+    const int64_t rows8 = rows / 8 * 8;
+    for (; t + 8 <= tn; t += 8) {
+        if (gelu) store_tokens8<true>(tmp + t, ld, rows8, bias, y + t * ldy, ldy);
+        else store_tokens8<false>(tmp + t, ld, rows8, bias, y + t * ldy, ldy);
+        for (int64_t j = t; j < t + 8 && rows8 < rows; ++j)
+            store_row_part(a, tmp, ld, rows8, rows, r0, y + j * ldy, j, gelu);
     }
 #endif
-    for (int64_t t = 0; t < tn; ++t) store_row_part(a, tmp, ld, i, rows, r0, y + t * ldy, t, gelu);
+    for (; t < tn; ++t) store_row_part(a, tmp, ld, 0, rows, r0, y + t * ldy, t, gelu);
 }
 
 // Calls f.template run<VT>() with the compile-time vector count VT = vt (1 <= vt <= VMAX <= 8): the last token
