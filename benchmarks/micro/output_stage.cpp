@@ -1,6 +1,8 @@
-// The batched kernels' output stage in isolation: a task's 16 x 64 tile of results (rows x tokens, in L1) is
+// The batched kernels' output stage in isolation: a task's tile of results (rows x 64 tokens, in L1) is
 // transposed into y (tokens x out, row-major) with the bias added, over every task of a call, on one thread.
-// Four orders of the same stores; the kernels ship "paired" (csrc/kernels/common.h, store_rows8).
+// Orders of the same stores for 16-row tasks, then tasks of 32 and 64 rows written 16 rows (one line per token)
+// at a time for all tokens, or all of the task's rows per 8 tokens (what the kernels ship since 2026-11-30:
+// csrc/kernels/common.h, store_out). Plain full-line stores without the transposes give the floor.
 //
 //   g++ -O3 -std=c++17 -mavx512f -mavx512vl -mavx2 -mfma benchmarks/micro/output_stage.cpp -o /tmp/output_stage
 //   flock /tmp/sparsa-cpu.lock /tmp/output_stage          # (-mavx2 -mfma alone for the AVX2-only build)
@@ -80,48 +82,98 @@ void full_lines(const float* tmp, float* y, int ldy, const float* bias) {
 }
 #endif
 
+// Tasks of GT rows: per 8 tokens all GT rows (TOKENS_OUTER, shipped), or 16 rows for all tokens, then the next 16.
+template <int GT, bool TOKENS_OUTER>
+void task_rows(const float* tmp, float* y, int ldy, const float* bias) {
+    const auto pair = [&](int g, int t) {
+        const __m256 b0 = _mm256_loadu_ps(bias + g), b1 = _mm256_loadu_ps(bias + g + 8);
+        __m256 r[8], s[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tmp + (g + i) * NT + t);
+        for (int i = 0; i < 8; ++i) s[i] = _mm256_loadu_ps(tmp + (g + 8 + i) * NT + t);
+        SimdAvx2::transpose8(r);
+        SimdAvx2::transpose8(s);
+        for (int j = 0; j < 8; ++j) {
+            _mm256_storeu_ps(y + (t + j) * ldy + g, _mm256_add_ps(r[j], b0));
+            _mm256_storeu_ps(y + (t + j) * ldy + g + 8, _mm256_add_ps(s[j], b1));
+        }
+    };
+    if (TOKENS_OUTER) {
+        for (int t = 0; t < NT; t += 8)
+            for (int g = 0; g < GT; g += 16) pair(g, t);
+    } else {
+        for (int g = 0; g < GT; g += 16)
+            for (int t = 0; t < NT; t += 8) pair(g, t);
+    }
+}
+
+// no transposes: the task's rows of each token stored as plain full lines (tmp unused), the floor for an order
+template <int GT>
+void plain_lines(const float*, float* y, int ldy, const float* bias) {
+    const __m256 b = _mm256_loadu_ps(bias);
+    for (int t = 0; t < NT; ++t)
+        for (int g = 0; g < GT; g += 8) _mm256_storeu_ps(y + t * ldy + g, b);
+}
+
 using Store = void (*)(const float*, float*, int, const float*);
 
-// every task of one call: token tiles outer, 16-row tasks inner, the tile refilled as a kernel would
-void call(Store st, int n, int out, float* y, float* tmp, const float* bias) {
+// every task of one call: token tiles outer, tasks of gt rows inner, the tile refilled as a kernel would
+void call(Store st, int gt, int n, int out, float* y, float* tmp, const float* bias) {
     for (int t0 = 0; t0 < n; t0 += NT)
-        for (int r0 = 0; r0 < out; r0 += G) {
-            for (int i = 0; i < G * NT; i += 8) _mm256_storeu_ps(tmp + i, _mm256_setzero_ps());
+        for (int r0 = 0; r0 < out; r0 += gt) {
+            for (int i = 0; i < gt * NT; i += 8) _mm256_storeu_ps(tmp + i, _mm256_setzero_ps());
             st(tmp, y + t0 * out + r0, out, bias + r0);
         }
 }
 
 int main() {
-    alignas(64) static float tmp[G * NT];
-    std::vector<std::pair<const char*, Store>> variants = {
-        {"8-row groups in turn", groups_in_turn}, {"paired (shipped)", paired<false>},
-        {"paired + prefetch", paired<true>}};
+    alignas(64) static float tmp[64 * NT];
+    struct Variant {
+        const char* name;
+        Store f;
+        int rows;  // rows per task
+    };
+    std::vector<Variant> variants = {
+        {"16 rows: 8-row groups in turn", groups_in_turn, 16}, {"16 rows: paired", paired<false>, 16},
+        {"16 rows: paired + prefetch", paired<true>, 16}};
 #ifdef __AVX512F__
-    variants.push_back({"16x16 AVX-512, full lines", full_lines});
+    variants.push_back({"16 rows: 16x16 AVX-512", full_lines, 16});
 #endif
-    {  // every variant writes the same y
-        for (int i = 0; i < G * NT; ++i) tmp[i] = 0.5f * static_cast<float>(i);
-        std::vector<float> ref(NT * G), got(NT * G), b(G, 1.0f);
-        groups_in_turn(tmp, ref.data(), G, b.data());
-        for (auto& [name, f] : variants) {
-            f(tmp, got.data(), G, b.data());
-            if (got != ref) return std::printf("%s writes a different y\n", name), 1;
+    variants.push_back({"32 rows: 16 at a time", task_rows<32, false>, 32});
+    variants.push_back({"32 rows per 8 tokens (shipped)", task_rows<32, true>, 32});
+    variants.push_back({"64 rows: 16 at a time", task_rows<64, false>, 64});
+    variants.push_back({"64 rows per 8 tokens", task_rows<64, true>, 64});
+    variants.push_back({"16 rows: plain lines (floor)", plain_lines<16>, 16});
+    variants.push_back({"32 rows: plain lines (floor)", plain_lines<32>, 32});
+    {  // every transposing variant writes the same y (a 64-row task checked 16 rows at a time against the first)
+        for (int i = 0; i < 64 * NT; ++i) tmp[i] = 0.5f * static_cast<float>(i);
+        std::vector<float> b(64, 1.0f);
+        for (auto& v : variants) {
+            if (std::strstr(v.name, "plain")) continue;
+            std::vector<float> ref(NT * v.rows), got(NT * v.rows);
+            for (int g = 0; g < v.rows; g += 16) {
+                std::vector<float> part(NT * G);
+                groups_in_turn(tmp + g * NT, part.data(), G, b.data());
+                for (int t = 0; t < NT; ++t)
+                    for (int i = 0; i < G; ++i) ref[t * v.rows + g + i] = part[t * G + i];
+            }
+            v.f(tmp, got.data(), v.rows, b.data());
+            if (got != ref) return std::printf("%s writes a different y\n", v.name), 1;
         }
     }
-    for (auto [n, out] : std::vector<std::pair<int, int>>{{128, 1536}, {128, 384}, {64, 1536}}) {
+    for (auto [n, out] : std::vector<std::pair<int, int>>{{128, 1536}, {128, 384}, {64, 3072}}) {
         float* y = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(n) * out * 4));
         std::memset(y, 0, static_cast<size_t>(n) * out * 4);
         std::vector<float> bias(out, 1.0f);
-        for (auto& [name, f] : variants) {
+        for (auto& [name, f, rows] : variants) {
             std::vector<double> us;
             for (int r = 0; r < 31; ++r) {
                 const auto t0 = std::chrono::steady_clock::now();
-                for (int i = 0; i < 200; ++i) call(f, n, out, y, tmp, bias.data());
+                for (int i = 0; i < 200; ++i) call(f, rows, n, out, y, tmp, bias.data());
                 us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
                              200);
             }
             std::sort(us.begin(), us.end());
-            std::printf("N=%d out=%d  %-28s %6.1f us (%.2f ns per output)\n", n, out, name, us[15],
+            std::printf("N=%d out=%d  %-32s %6.1f us (%.2f ns per output)\n", n, out, name, us[15],
                         us[15] * 1e3 / (static_cast<double>(n) * out));
         }
         std::free(y);

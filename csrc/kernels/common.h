@@ -214,20 +214,21 @@ static inline void store_tokens8(const float* tmp, int64_t ld, int64_t rows, con
 
 // y[t0 + t, r0 + i] = act(tmp[i * ld + t] + bias[r0 + i]) for i < rows, t < tn: 8 tokens at a time, all of the
 // task's rows for those tokens before the next 8 (rows not a multiple of 8 and the last tokens one by one).
-// y's rows are `out` floats apart, so a task's lines of y lie `out` floats apart too, and the order of the stores
-// sets their cost: written one 64-byte line per token row (16 rows) for all tokens, then the next line, a
-// 128 x 1536 output took 31 us on one thread; with the task's 32 rows (two adjacent lines) per token row before
-// the next, 24 us, and 64 rows 21 us (benchmarks/micro/output_stage.cpp; plain full-line stores without the
-// transposes: 22 us at 16 rows, 9-10 us at 32 or more).
+// y's rows are `out` floats apart, so a task's lines of y lie `out` floats apart too, and writing more adjacent
+// bytes per token row is cheaper: plain full-line stores over a 128 x 1536 output took 22-32 us at one line
+// (16 rows) per token row and 9-20 us at two. With tasks of 32 rows written this way instead of 16-row tasks,
+// 4x1 calls (N = 128, 2 threads, in one process) ran 1.08-1.52x faster at 70-99.9% sparsity. The stores alone
+// (benchmarks/micro/output_stage.cpp) gain at out = 3072 (42 -> 36 us per 64 x 3072 output) but not in every run
+// at out = 1536 (31 -> 24 us in one harness, 31 -> 35 us in the shipped one; not resolved).
 static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, int64_t rows, int64_t r0, int64_t t0,
                              int64_t tn) {
     // locals: vector stores may alias anything, so members of `a` read in the loop were reloaded after each store
     float* const y = a.y + t0 * a.ldy + r0;
-    const float* const bias = a.bias ? a.bias + r0 : nullptr;
     const int64_t ldy = a.ldy;
     const bool gelu = a.act == Act::GELU;
     int64_t t = 0;
 #ifdef __AVX2__
+    const float* const bias = a.bias ? a.bias + r0 : nullptr;
     const int64_t rows8 = rows / 8 * 8;
     for (; t + 8 <= tn; t += 8) {
         if (gelu) store_tokens8<true>(tmp + t, ld, rows8, bias, y + t * ldy, ldy);
