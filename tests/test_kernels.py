@@ -202,3 +202,20 @@ def test_bitmask_word_pairs_and_wide_tiles(kernel, density):
             x = torch.randn(n, inp, generator=g)
             y = spmm(p, x, b, kernel, threads=threads)
             assert_close_to_reference(y, x, p.to_dense().float(), b, p.reference_matmul(x, b))
+
+
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k.format == "bitmask" and k.weight_dtype == torch.float32],
+                         ids=lambda k: k.name)
+def test_bitmask_large_sparse_weight_rows_shared(kernel):
+    """A weight of 2^21 elements or more at 10% density: with fewer tokens than a 128-token tile per thread, two
+    threads share wide tiles by rows (AVX-512); token counts that leave a partial tile and a partial vector."""
+    _skip_unavailable(kernel)
+    g = torch.Generator().manual_seed(5)
+    out, inp = 1536, 1408  # 2,162,688 elements, 22 mask words per row
+    w = torch.randn(out, inp, generator=g) * (torch.rand(out, inp, generator=g) < 0.1)
+    p = pack(w, "unstructured", kernel.weight_dtype, format=kernel.format)
+    b = torch.randn(out, generator=g)
+    for threads, n in ((2, 64), (2, 128), (2, 131), (1, 100), (3, 200)):
+        x = torch.randn(n, inp, generator=g)
+        y = spmm(p, x, b, kernel, threads=threads)
+        assert_close_to_reference(y, x, p.to_dense().float(), b, p.reference_matmul(x, b))

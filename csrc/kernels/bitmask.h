@@ -98,7 +98,7 @@ struct BitmaskTask {
 };
 
 template <class WT, int VV, int KW>
-static void bitmask_batched_tiles(const SpmmArgs& a) {
+static void bitmask_batched_tiles(const SpmmArgs& a, int64_t min_thread_vectors) {
     constexpr int NT = VV * S::W;
     constexpr int64_t RT = kBitmaskTaskRows;
     const WT* vals = static_cast<const WT*>(a.values);
@@ -109,7 +109,7 @@ static void bitmask_batched_tiles(const SpmmArgs& a) {
         with_vectors<VV>(vt, BitmaskTask<KW, WT>{a, xtile, np, vals, r0, rows, tmp, NT});
         const int64_t tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
         store_out(a, tmp, NT, rows, r0, t0, tn);
-    });
+    }, min_thread_vectors);
 }
 
 // Above kBitmaskSparseDensity: 64-token tiles, one mask word per visit. At or below it a row has few nonzeros per
@@ -117,9 +117,13 @@ static void bitmask_batched_tiles(const SpmmArgs& a) {
 // where every thread gets a whole one, which halve the visits again and the bit walking per FMA. Measured on
 // 3072x768, N = 128, one thread, AVX-512, in one process against the one-word 64-token kernel: 1.18x at 70%,
 // 1.62x at 95%; two threads at N = 128 (64-token tiles, two words) 1.08x at 80%, 1.24x at 90%, 1.30x at 95%, and
-// 0.84x at 50%, hence the threshold. Two threads sharing 128-token tiles by rows at N = 128 were 1.1x faster still
-// on 3072x768 in quiet minutes but 1.05-1.46x slower on the MiniLM shapes and near-empty weights, and up to 1.4x
-// slower whenever the host ran the second vCPU slowly.
+// 0.84x at 50%, hence the threshold.
+// With fewer tokens than a wide tile per thread, the threads share 128-token tiles by rows for weights of
+// kBitmaskWideRowsElems or more: at N = 128 on two threads that measured 1.03-1.14x faster than 64 tokens each on
+// 3072x768 and 768x3072 (80-95%), but 0.92-0.96x on 1536x384 and 1.01-1.07x on 384x1536, where the per-call
+// output and transposes weigh more than the walk.
+constexpr int64_t kBitmaskWideRowsElems = int64_t{1} << 21;
+
 template <class WT>
 static void bitmask_batched(const SpmmArgs& a) {
     constexpr int VV = tile_vectors<1>();
@@ -127,11 +131,11 @@ static void bitmask_batched(const SpmmArgs& a) {
     constexpr int VWIDE = S::NREG - 4 >= 8 ? 8 : VV;
     const int64_t nvec = (a.n + S::W - 1) / S::W;
     if (static_cast<double>(a.n_values) > kBitmaskSparseDensity * static_cast<double>(a.out * a.in))
-        bitmask_batched_tiles<WT, VV, 1>(a);
-    else if (nvec >= VWIDE * a.nthreads)
-        bitmask_batched_tiles<WT, VWIDE, 2>(a);
+        bitmask_batched_tiles<WT, VV, 1>(a, kSplitTokensMinVectors);
+    else if (nvec >= VWIDE * a.nthreads || (VWIDE > VV && a.out * a.in >= kBitmaskWideRowsElems))
+        bitmask_batched_tiles<WT, VWIDE, 2>(a, VWIDE);  // by tokens only when each thread gets a whole tile
     else
-        bitmask_batched_tiles<WT, VV, 2>(a);
+        bitmask_batched_tiles<WT, VV, 2>(a, kSplitTokensMinVectors);
 }
 
 // The W values of a chunk starting at p. A full-width load reads up to W - 1 values past the chunk; only the

@@ -95,7 +95,8 @@ static inline int thread_count() {
 // k = 0 .. ntasks-1 (each a group of output rows) for the token tile that starts at t0 and is vt vectors wide
 // (vt * W <= NT), and writes them to y.
 //
-// How threads share a call: when every thread gets at least kSplitTokensMinVectors vectors of tokens, each takes
+// How threads share a call: when every thread gets at least min_thread_vectors vectors of tokens (by default
+// kSplitTokensMinVectors; a kernel may ask for a whole wide tile per thread), each takes
 // its own contiguous tokens, transposes only those columns of x (no barrier after the transpose) and runs every
 // task for them, then takes what is left of the other threads' tasks (TaskQueue). Before, the rows were split as a
 // dynamic queue of 8-row tasks over both threads: 2 threads ran at 1.1-1.5x of one at N = 128 (4x1 90% 1536x384:
@@ -116,11 +117,12 @@ struct alignas(64) TaskQueue {
 };
 
 template <int NT, class F>
-static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task) {
+static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
+                          int64_t min_thread_vectors = kSplitTokensMinVectors) {
     constexpr int64_t VMAX = NT / S::W;
     const int64_t nvec = (a.n + S::W - 1) / S::W, np = xt_stride(a.n);
     float* xt = a.work;
-    const bool by_tokens = a.nthreads <= 1 || nvec >= a.nthreads * kSplitTokensMinVectors;
+    const bool by_tokens = a.nthreads <= 1 || nvec >= a.nthreads * min_thread_vectors;
     std::unique_ptr<TaskQueue[]> queues(new TaskQueue[by_tokens ? a.nthreads : 0]);
     std::atomic<int64_t> claimed{0}, done{0};  // xt's column blocks, when the threads share it (rows split)
 #pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
