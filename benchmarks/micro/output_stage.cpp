@@ -1,8 +1,9 @@
 // The batched kernels' output stage in isolation: a task's tile of results (rows x 64 tokens, in L1) is
 // transposed into y (tokens x out, row-major) with the bias added, over every task of a call, on one thread.
 // Orders of the same stores for 16-row tasks, then tasks of 32 and 64 rows written 16 rows (one line per token)
-// at a time for all tokens, or all of the task's rows per 8 tokens (what the kernels ship since 2026-11-30:
-// csrc/kernels/common.h, store_out). Plain full-line stores without the transposes give the floor.
+// at a time for all tokens (StoreOrder::Lines in csrc/kernels/common.h, the bitmask and CSR kernels' 32-row
+// tasks), or all of the task's rows per 8 tokens (StoreOrder::Tokens, the BSR kernels' 32-row tasks). Plain
+// full-line stores without the transposes give the floor.
 //
 //   g++ -O3 -std=c++17 -mavx512f -mavx512vl -mavx2 -mfma benchmarks/micro/output_stage.cpp -o /tmp/output_stage
 //   flock /tmp/sparsa-cpu.lock /tmp/output_stage          # (-mavx2 -mfma alone for the AVX2-only build)
@@ -82,7 +83,7 @@ void full_lines(const float* tmp, float* y, int ldy, const float* bias) {
 }
 #endif
 
-// Tasks of GT rows: per 8 tokens all GT rows (TOKENS_OUTER, shipped), or 16 rows for all tokens, then the next 16.
+// Tasks of GT rows: per 8 tokens all GT rows (TOKENS_OUTER: BSR), or 16 rows for all tokens, then the next 16.
 template <int GT, bool TOKENS_OUTER>
 void task_rows(const float* tmp, float* y, int ldy, const float* bias) {
     const auto pair = [&](int g, int t) {
@@ -138,8 +139,8 @@ int main() {
 #ifdef __AVX512F__
     variants.push_back({"16 rows: 16x16 AVX-512", full_lines, 16});
 #endif
-    variants.push_back({"32 rows: 16 at a time", task_rows<32, false>, 32});
-    variants.push_back({"32 rows per 8 tokens (shipped)", task_rows<32, true>, 32});
+    variants.push_back({"32 rows: 16 at a time (bitmask)", task_rows<32, false>, 32});
+    variants.push_back({"32 rows per 8 tokens (BSR)", task_rows<32, true>, 32});
     variants.push_back({"64 rows: 16 at a time", task_rows<64, false>, 64});
     variants.push_back({"64 rows per 8 tokens", task_rows<64, true>, 64});
     variants.push_back({"16 rows: plain lines (floor)", plain_lines<16>, 16});

@@ -108,7 +108,7 @@ static void bitmask_batched_tiles(const SpmmArgs& a, int64_t min_thread_vectors)
         const int64_t r0 = k * RT, rows = imin(a.out, r0 + RT) - r0;
         with_vectors<VV>(vt, BitmaskTask<KW, WT>{a, xtile, np, vals, r0, rows, tmp, NT});
         const int64_t tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
-        store_out(a, tmp, NT, rows, r0, t0, tn);
+        store_out<StoreOrder::Lines>(a, tmp, NT, rows, r0, t0, tn);
     }, min_thread_vectors);
 }
 

@@ -70,7 +70,7 @@ struct BsrTask {
     // output rows per task: two whole 64-byte lines of y per token (see store_out; with one line, 16 rows, the
     // calls at 90-99.9% 4x1 took 1.08-1.5x longer, N = 128; 64 rows measured within 5% of 32)
     static constexpr int G = R > 32 ? R : 32;
-    static constexpr int GB = G / R;           // block-rows per task
+    static constexpr int GB = G / R;  // block-rows per task
     const SpmmArgs& a;
     const WT* vals;
     const IT* cols;
@@ -87,7 +87,7 @@ struct BsrTask {
             }
         }
         const int64_t rows = (br1 - g * GB) * R, tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
-        store_out(a, tmp, NT, rows, g * GB * R, t0, tn);
+        store_out<StoreOrder::Tokens>(a, tmp, NT, rows, g * GB * R, t0, tn);
     }
 };
 

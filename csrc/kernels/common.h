@@ -204,42 +204,58 @@ static inline void store_block8(const float* tmp, int64_t ld, const float* bias,
         }
 }
 
-// Rows 0 .. rows (rounded down to 8) of 8 tokens: every 16-row pair of the task, then a last 8-row group.
-template <bool GELU>
-static inline void store_tokens8(const float* tmp, int64_t ld, int64_t rows, const float* bias, float* y,
-                                 int64_t ldy) {
-    int64_t i = 0;
-    for (; i + 16 <= rows; i += 16) store_block8<2, GELU>(tmp + i * ld, ld, bias ? bias + i : nullptr, y + i, ldy);
-    if (i + 8 <= rows) store_block8<1, GELU>(tmp + i * ld, ld, bias ? bias + i : nullptr, y + i, ldy);
-}
 #endif
 
-// y[t0 + t, r0 + i] = act(tmp[i * ld + t] + bias[r0 + i]) for i < rows, t < tn: 8 tokens at a time, all of the
-// task's rows for those tokens before the next 8 (rows not a multiple of 8 and the last tokens one by one).
-// y's rows are `out` floats apart, so a task's lines of y lie `out` floats apart too, and writing more adjacent
-// bytes per token row is cheaper: plain full-line stores over a 128 x 1536 output took 22-32 us at one line
-// (16 rows) per token row and 9-20 us at two. With tasks of 32 rows written this way instead of 16-row tasks,
-// 4x1 calls (N = 128, 2 threads, in one process) ran 1.08-1.52x faster at 70-99.9% sparsity. The stores alone
-// (benchmarks/micro/output_stage.cpp) gain at out = 3072 (42 -> 36 us per 64 x 3072 output) but not in every run
-// at out = 1536 (31 -> 24 us in one harness, 31 -> 35 us in the shipped one; not resolved).
+// The order in which a task's output stage visits y (see store_out).
+enum class StoreOrder {
+    Lines,   // 16 rows (one 64-byte line per token row) for every token, then the next 16 rows
+    Tokens,  // all of the task's rows for 8 tokens, then the next 8 tokens
+};
+
+// y[t0 + t, r0 + i] = act(tmp[i * ld + t] + bias[r0 + i]) for i < rows, t < tn, in 8 x 8 transposes (rows not a
+// multiple of 8 and the tokens after the last multiple of 8 one by one). y's rows are `out` floats apart, so a
+// task's lines of y lie `out` floats apart too, and the order of the stores matters; which order is faster
+// depends on the kernel (measured at N = 128, 2 threads, in one process, 2026-11-30):
+// - BSR tasks of 32 rows in Tokens order against the earlier 16-row tasks: 1.08-1.52x faster at 70-99.9%; Lines
+//   order with 32 rows: within 5% of Tokens on three shapes, 0.83-0.95x of it on 1536x384.
+// - bitmask tasks (32 rows) in Lines order against Tokens: 0.99-1.24x (1.24x on 3072x768 at 90%).
+// The stores alone (benchmarks/micro/output_stage.cpp) do not settle it either: Tokens is ahead at out = 3072
+// (42 -> 36 us per 64 x 3072 output), not in every run at out = 1536.
+template <StoreOrder ORDER>
 static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, int64_t rows, int64_t r0, int64_t t0,
                              int64_t tn) {
     // locals: vector stores may alias anything, so members of `a` read in the loop were reloaded after each store
     float* const y = a.y + t0 * a.ldy + r0;
     const int64_t ldy = a.ldy;
     const bool gelu = a.act == Act::GELU;
-    int64_t t = 0;
+    int64_t tn8 = 0, rows8 = 0;  // what the transposes cover
 #ifdef __AVX2__
     const float* const bias = a.bias ? a.bias + r0 : nullptr;
-    const int64_t rows8 = rows / 8 * 8;
-    for (; t + 8 <= tn; t += 8) {
-        if (gelu) store_tokens8<true>(tmp + t, ld, rows8, bias, y + t * ldy, ldy);
-        else store_tokens8<false>(tmp + t, ld, rows8, bias, y + t * ldy, ldy);
-        for (int64_t j = t; j < t + 8 && rows8 < rows; ++j)
-            store_row_part(a, tmp, ld, rows8, rows, r0, y + j * ldy, j, gelu);
+    rows8 = rows / 8 * 8;
+    tn8 = tn / 8 * 8;
+    // rows i .. i+16 (or i+8 for the last group) of tokens t .. t+7
+    const auto block = [&](int64_t i, int64_t t) {
+        const float* src = tmp + i * ld + t;
+        const float* b = bias ? bias + i : nullptr;
+        float* dst = y + t * ldy + i;
+        if (i + 16 <= rows8) {
+            if (gelu) store_block8<2, true>(src, ld, b, dst, ldy);
+            else store_block8<2, false>(src, ld, b, dst, ldy);
+        } else {
+            if (gelu) store_block8<1, true>(src, ld, b, dst, ldy);
+            else store_block8<1, false>(src, ld, b, dst, ldy);
+        }
+    };
+    if constexpr (ORDER == StoreOrder::Tokens) {
+        for (int64_t t = 0; t < tn8; t += 8)
+            for (int64_t i = 0; i < rows8; i += 16) block(i, t);
+    } else {
+        for (int64_t i = 0; i < rows8; i += 16)
+            for (int64_t t = 0; t < tn8; t += 8) block(i, t);
     }
 #endif
-    for (; t < tn; ++t) store_row_part(a, tmp, ld, 0, rows, r0, y + t * ldy, t, gelu);
+    for (int64_t t = 0; t < tn; ++t)
+        store_row_part(a, tmp, ld, t < tn8 ? rows8 : 0, rows, r0, y + t * ldy, t, gelu);
 }
 
 // Calls f.template run<VT>() with the compile-time vector count VT = vt (1 <= vt <= VMAX <= 8): the last token
