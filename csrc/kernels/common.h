@@ -96,9 +96,9 @@ static inline int thread_count() {
 // (vt * W <= NT), and writes them to y.
 //
 // How threads share a call: when every thread gets at least min_thread_vectors vectors of tokens (by default
-// kSplitTokensMinVectors; a kernel may ask for a whole wide tile per thread), each takes
-// its own contiguous tokens, transposes only those columns of x (no barrier after the transpose) and runs every
-// task for them, then takes what is left of the other threads' tasks (TaskQueue). Before, the rows were split as a
+// kSplitTokensMinVectors; a kernel may ask for a whole wide tile per thread), each takes its own contiguous
+// tokens, transposes only those columns of x (no barrier after the transpose) and runs every task for them, then
+// takes what is left of the other threads' tasks (TaskQueue). Before, the rows were split as a
 // dynamic queue of 8-row tasks over both threads: 2 threads ran at 1.1-1.5x of one at N = 128 (4x1 90% 1536x384:
 // 0.242 ms on one thread, 0.225 ms on two), as neighbouring tasks on different cores wrote the two halves of the
 // same 64-byte lines of y. Tasks now cover whole lines (then 16 rows, now 32) in both modes; with 16, the row
@@ -203,7 +203,6 @@ static inline void store_block8(const float* tmp, int64_t ld, const float* bias,
             _mm256_storeu_ps(y + j * ldy + g * 8, v);
         }
 }
-
 #endif
 
 // The order in which a task's output stage visits y (see store_out).
