@@ -93,8 +93,14 @@ struct BitmaskTask {
     int64_t r0, rows;
     float* tmp;
     int64_t ld;
+    // The branch-free step to the second word puts ~4 cycles of dependent integer work on every nonzero; below 64
+    // tokens its FMAs take less than that (at N = 32, two words per visit measured 0.85-0.91x of one), so narrow
+    // tiles walk one word per visit.
     template <int VT>
-    void run() const { bitmask_task<VT, KW>(a, xtile, np, vals, r0, rows, tmp, ld); }
+    void run() const {
+        if constexpr (KW == 2 && VT * S::W < 64) bitmask_task<VT, 1>(a, xtile, np, vals, r0, rows, tmp, ld);
+        else bitmask_task<VT, KW>(a, xtile, np, vals, r0, rows, tmp, ld);
+    }
 };
 
 template <class WT, int VV, int KW>
