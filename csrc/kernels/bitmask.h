@@ -94,8 +94,8 @@ struct BitmaskTask {
     float* tmp;
     int64_t ld;
     // The branch-free step to the second word puts ~4 cycles of dependent integer work on every nonzero; below 64
-    // tokens its FMAs take less than that (at N = 32, two words per visit measured 0.85-0.91x of one), so narrow
-    // tiles walk one word per visit.
+    // tokens its FMAs take less than that (at N = 32 two words per visit ran 0.85-0.97x of the earlier one-word
+    // kernel at 80-95%, one word 0.98-1.04x), so narrow tiles walk one word per visit.
     template <int VT>
     void run() const {
         if constexpr (KW == 2 && VT * S::W < 64) bitmask_task<VT, 1>(a, xtile, np, vals, r0, rows, tmp, ld);
@@ -121,13 +121,13 @@ static void bitmask_batched_tiles(const SpmmArgs& a, int64_t min_thread_vectors)
 // Above kBitmaskSparseDensity: 64-token tiles, one mask word per visit. At or below it a row has few nonzeros per
 // word (~6 at 90%, ~3 at 95%) and the cost per visit dominates: two words per visit, and 128-token tiles (AVX-512)
 // where every thread gets a whole one, which halve the visits again and the bit walking per FMA. Measured on
-// 3072x768, N = 128, AVX-512, in one process against the one-word 64-token kernel: one thread (128-token tiles)
-// 1.18x at 70%, 1.62x at 95%; two threads 1.08x at 80%, 1.24x at 90%, 1.30x at 95%, but 1.01x at 70% and 0.84x
-// at 50%, hence the threshold.
+// 3072x768, N = 128, AVX-512, in one process against the one-word 64-token kernel, two words and 128-token tiles:
+// one thread 1.18x at 70%, 1.62x at 95%; two threads sharing the tiles by rows 1.08x at 80%, 1.25x at 90%, 1.32x
+// at 95%, but 1.01x at 70% and 0.84x at 50%, hence the threshold.
 // With fewer tokens than a wide tile per thread, the threads share 128-token tiles by rows for weights of
 // kBitmaskWideRowsElems or more: at N = 128 on two threads that measured 1.03-1.14x faster than 64 tokens each on
-// 3072x768 and 768x3072 (80-95%), but 0.92-0.96x on 1536x384 and 1.01-1.07x on 384x1536, where the per-call
-// output and transposes weigh more than the walk.
+// 3072x768 and 768x3072 (80-95%), but 0.92-0.96x on 1536x384 and only 1.01-1.07x on 384x1536, smaller weights
+// whose per-call output and transposes weigh more against the walk.
 constexpr int64_t kBitmaskWideRowsElems = int64_t{1} << 21;
 
 template <class WT>

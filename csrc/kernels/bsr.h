@@ -67,8 +67,8 @@ struct BsrTask {
     static constexpr int P = R < 4 ? R : 4;  // rows per pass; R is 1, 2, 4, 8 or 16 for the listed tiles
     static constexpr int VV = tile_vectors<P>();
     static constexpr int NT = VV * S::W;
-    // output rows per task: two whole 64-byte lines of y per token (see store_out; with one line, 16 rows, the
-    // calls at 90-99.9% 4x1 took 1.08-1.5x longer, N = 128; 64 rows measured within 5% of 32)
+    // output rows per task: two whole 64-byte lines of y per token (see store_out; with one line, 16 rows, 4x1
+    // calls at 70-99.9% took 1.02-1.52x longer, N = 128; 64 rows measured within 8% of 32)
     static constexpr int G = R > 32 ? R : 32;
     static constexpr int GB = G / R;  // block-rows per task
     const SpmmArgs& a;
