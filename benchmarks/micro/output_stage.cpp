@@ -2,8 +2,9 @@
 // transposed into y (tokens x out, row-major) with the bias added, over every task of a call, on one thread.
 // Orders of the same stores for 16-row tasks, then tasks of 32 and 64 rows written 16 rows (one line per token)
 // at a time for all tokens (StoreOrder::Lines in csrc/kernels/common.h, the bitmask and CSR kernels' 32-row
-// tasks), or all of the task's rows per 8 tokens (StoreOrder::Tokens, the BSR kernels' 32-row tasks). Plain
-// full-line stores without the transposes give the floor.
+// tasks), or all of the task's rows per 8 tokens (StoreOrder::Tokens, the BSR kernels' 32-row tasks); the 32-row
+// orders also with the kernels' current transposes ("lane loads"). Plain full-line stores without the
+// transposes give the floor.
 //
 //   g++ -O3 -std=c++17 -mavx512f -mavx512vl -mavx2 -mfma benchmarks/micro/output_stage.cpp -o /tmp/output_stage
 //   flock /tmp/sparsa-cpu.lock /tmp/output_stage          # (-mavx2 -mfma alone for the AVX2-only build)
@@ -83,11 +84,25 @@ void full_lines(const float* tmp, float* y, int ldy, const float* bias) {
 }
 #endif
 
-// Tasks of GT rows: per 8 tokens all GT rows (TOKENS_OUTER: BSR), or 16 rows for all tokens, then the next 16.
-template <int GT, bool TOKENS_OUTER>
-void task_rows(const float* tmp, float* y, int ldy, const float* bias) {
-    const auto pair = [&](int g, int t) {
-        const __m256 b0 = _mm256_loadu_ps(bias + g), b1 = _mm256_loadu_ps(bias + g + 8);
+// Rows g .. g+15 of tokens t .. t+7, the two halves of each line back to back. LANE_LOADS: the transposes as the
+// kernels do them since 2026-11-30 (SimdAvx2::load_transpose_half, 4 tokens at a time, the 128-bit lane stage
+// done by the loads), otherwise whole-row loads and SimdAvx2::transpose8 (before).
+// A plain function on purpose: written as a lambda capturing by reference, GCC did not inline it and reloaded
+// the captures after every store to y, which cost more than the transposes (36 against 23 us per 128 x 1536).
+template <bool LANE_LOADS>
+static inline void pair_rows(const float* tmp, float* y, int ldy, const float* bias, int g, int t) {
+    const __m256 b0 = _mm256_loadu_ps(bias + g), b1 = _mm256_loadu_ps(bias + g + 8);
+    if (LANE_LOADS) {
+        for (int h = 0; h < 8; h += 4) {
+            __m256 r[4], s[4];
+            SimdAvx2::load_transpose_half(tmp + g * NT + t + h, NT, r);
+            SimdAvx2::load_transpose_half(tmp + (g + 8) * NT + t + h, NT, s);
+            for (int j = 0; j < 4; ++j) {
+                _mm256_storeu_ps(y + (t + h + j) * ldy + g, _mm256_add_ps(r[j], b0));
+                _mm256_storeu_ps(y + (t + h + j) * ldy + g + 8, _mm256_add_ps(s[j], b1));
+            }
+        }
+    } else {
         __m256 r[8], s[8];
         for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tmp + (g + i) * NT + t);
         for (int i = 0; i < 8; ++i) s[i] = _mm256_loadu_ps(tmp + (g + 8 + i) * NT + t);
@@ -97,13 +112,18 @@ void task_rows(const float* tmp, float* y, int ldy, const float* bias) {
             _mm256_storeu_ps(y + (t + j) * ldy + g, _mm256_add_ps(r[j], b0));
             _mm256_storeu_ps(y + (t + j) * ldy + g + 8, _mm256_add_ps(s[j], b1));
         }
-    };
+    }
+}
+
+// Tasks of GT rows: per 8 tokens all GT rows (TOKENS_OUTER: BSR), or 16 rows for all tokens, then the next 16.
+template <int GT, bool TOKENS_OUTER, bool LANE_LOADS = false>
+void task_rows(const float* tmp, float* y, int ldy, const float* bias) {
     if (TOKENS_OUTER) {
         for (int t = 0; t < NT; t += 8)
-            for (int g = 0; g < GT; g += 16) pair(g, t);
+            for (int g = 0; g < GT; g += 16) pair_rows<LANE_LOADS>(tmp, y, ldy, bias, g, t);
     } else {
         for (int g = 0; g < GT; g += 16)
-            for (int t = 0; t < NT; t += 8) pair(g, t);
+            for (int t = 0; t < NT; t += 8) pair_rows<LANE_LOADS>(tmp, y, ldy, bias, g, t);
     }
 }
 
@@ -141,8 +161,11 @@ int main() {
 #endif
     variants.push_back({"32 rows: 16 at a time (bitmask)", task_rows<32, false>, 32});
     variants.push_back({"32 rows per 8 tokens (BSR)", task_rows<32, true>, 32});
+    variants.push_back({"32 rows: 16 at a time, lane loads", task_rows<32, false, true>, 32});
+    variants.push_back({"32 rows per 8 tokens, lane loads", task_rows<32, true, true>, 32});
     variants.push_back({"64 rows: 16 at a time", task_rows<64, false>, 64});
     variants.push_back({"64 rows per 8 tokens", task_rows<64, true>, 64});
+    variants.push_back({"64 rows per 8 tokens, lane loads", task_rows<64, true, true>, 64});
     variants.push_back({"16 rows: plain lines (floor)", plain_lines<16>, 16});
     variants.push_back({"32 rows: plain lines (floor)", plain_lines<32>, 32});
     {  // every transposing variant writes the same y (a 64-row task checked 16 rows at a time against the first)
