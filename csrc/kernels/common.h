@@ -124,7 +124,7 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
     const int64_t nvec = (a.n + S::W - 1) / S::W, np = xt_stride(a.n);
     float* xt = a.work;
     const bool by_tokens = a.nthreads <= 1 || nvec >= a.nthreads * min_thread_vectors;
-    std::unique_ptr<TaskQueue[]> queues(new TaskQueue[by_tokens ? a.nthreads : 0]);
+    std::unique_ptr<TaskQueue[]> queues(new TaskQueue[a.nthreads]);
     std::atomic<int64_t> claimed{0}, done{0};  // xt's column blocks, when the threads share it (rows split)
 #pragma omp parallel num_threads(a.nthreads) if (a.nthreads > 1)
     {
@@ -164,13 +164,21 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
             }
         } else {
             transpose_in(a.x, a.n, a.in, a.ldx, xt, np, nvec * S::W, claimed, done);
-            const int64_t ntiles = (nvec + VMAX - 1) / VMAX;
-            // token tile outer: consecutive tasks (on both threads) reuse one tile of xt while it sits in L2; with
-            // the row groups outer each task pulled a fresh tile from L3 (measured 2-3x slower at n = 2048)
-#pragma omp for collapse(2) schedule(dynamic, 1)
-            for (int64_t tile = 0; tile < ntiles; ++tile)
-                for (int64_t k = 0; k < ntasks; ++k)
+            // (token tile, task) pairs, tile outer: consecutive tasks reuse one tile of xt while it sits in L2 (with
+            // the row groups outer each task pulled a fresh tile from L3, measured 2-3x slower at n = 2048). Each
+            // thread owns a contiguous share and runs it first, then takes what is left of the others' shares:
+            // the same tasks, hence the same lines of y, stay on the same core from call to call (a dynamic queue
+            // over all pairs moved them between the cores' caches; see the comment above for the measurement).
+            const int64_t ntiles = (nvec + VMAX - 1) / VMAX, total = ntiles * ntasks;
+            const int64_t tid = thread_index(), nth = thread_count();
+            const auto drain = [&](int64_t o) {
+                const int64_t lo = total * o / nth, count = total * (o + 1) / nth - lo;
+                for (int64_t i; (i = queues[o].next.fetch_add(1, std::memory_order_relaxed)) < count;) {
+                    const int64_t tile = (lo + i) / ntasks, k = (lo + i) % ntasks;
                     task(xt + tile * NT, tile * NT, static_cast<int>(imin(VMAX, nvec - tile * VMAX)), k);
+                }
+            };
+            for (int64_t d = 0; d < nth; ++d) drain((tid + d) % nth);
         }
     }
 }
