@@ -2,9 +2,10 @@
 // transposed into y (tokens x out, row-major) with the bias added, over every task of a call, on one thread.
 // Orders of the same stores for 16-row tasks, then tasks of 32 and 64 rows written 16 rows (one line per token)
 // at a time for all tokens (StoreOrder::Lines in csrc/kernels/common.h, the bitmask and CSR kernels' 32-row
-// tasks), or all of the task's rows per 8 tokens (StoreOrder::Tokens, the BSR kernels' 32-row tasks); the 32-row
-// orders also with the kernels' current transposes ("lane loads"). Plain full-line stores without the
-// transposes give the floor.
+// tasks), or all of the task's rows per 8 tokens (StoreOrder::Tokens, the BSR kernels' 32-row tasks); these also
+// with the lane stage of the transposes done by the loads ("lane loads"). Plain full-line stores without the
+// transposes give the floor. In the kernels the stage measured slower than here, bound by the stores into y
+// (see BENCHMARKS.md, "Where the time goes at 95%").
 //
 //   g++ -O3 -std=c++17 -mavx512f -mavx512vl -mavx2 -mfma benchmarks/micro/output_stage.cpp -o /tmp/output_stage
 //   flock /tmp/sparsa-cpu.lock /tmp/output_stage          # (-mavx2 -mfma alone for the AVX2-only build)
@@ -84,9 +85,26 @@ void full_lines(const float* tmp, float* y, int ldy, const float* bias) {
 }
 #endif
 
-// Rows g .. g+15 of tokens t .. t+7, the two halves of each line back to back. LANE_LOADS: the transposes as the
-// kernels do them since 2026-11-30 (SimdAvx2::load_transpose_half, 4 tokens at a time, the 128-bit lane stage
-// done by the loads), otherwise whole-row loads and SimdAvx2::transpose8 (before).
+// Columns 0..3 of the 8 x 4 tile at p (rows ld floats apart) as vectors: r[j] = element j of rows 0..7, i.e. half
+// of an 8 x 8 transpose with its lane-crossing stage done by the loads (row i in the low 128 bits, row i + 4 in
+// the high ones, from a 128-bit load and a broadcast load and a blend), so that one in-lane 4 x 4 transpose
+// (8 shuffles) finishes it: 16 shuffles per 8 x 8 tile against transpose8's 24, 8 of them lane-crossing.
+static inline void load_transpose_half(const float* p, int64_t ld, __m256 r[4]) {
+    __m256 a[4];
+    for (int i = 0; i < 4; ++i)
+        a[i] = _mm256_blend_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + i * ld)),
+                               _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p + (i + 4) * ld)), 0xF0);
+    const __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
+    r[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    r[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    r[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    r[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+// Rows g .. g+15 of tokens t .. t+7, the two halves of each line back to back. LANE_LOADS: load_transpose_half 4
+// tokens at a time (tried in the kernels on 2026-11-30 and not kept, see BENCHMARKS.md), otherwise whole-row loads
+// and SimdAvx2::transpose8 (what the kernels do).
 // A plain function on purpose: written as a lambda capturing by reference, GCC did not inline it and reloaded
 // the captures after every store to y, which cost more than the transposes (36 against 23 us per 128 x 1536).
 template <bool LANE_LOADS>
@@ -95,8 +113,8 @@ static inline void pair_rows(const float* tmp, float* y, int ldy, const float* b
     if (LANE_LOADS) {
         for (int h = 0; h < 8; h += 4) {
             __m256 r[4], s[4];
-            SimdAvx2::load_transpose_half(tmp + g * NT + t + h, NT, r);
-            SimdAvx2::load_transpose_half(tmp + (g + 8) * NT + t + h, NT, s);
+            load_transpose_half(tmp + g * NT + t + h, NT, r);
+            load_transpose_half(tmp + (g + 8) * NT + t + h, NT, s);
             for (int j = 0; j < 4; ++j) {
                 _mm256_storeu_ps(y + (t + h + j) * ldy + g, _mm256_add_ps(r[j], b0));
                 _mm256_storeu_ps(y + (t + h + j) * ldy + g + 8, _mm256_add_ps(s[j], b1));

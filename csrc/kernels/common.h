@@ -48,11 +48,10 @@ static inline void transpose_part(const float* x, int64_t n, int64_t ldx, float*
 #ifdef __AVX2__
     if (kn == 8) {
         for (; t + 8 <= tn; t += 8) {
-            for (int h = 0; h < 8; h += 4) {
-                __m256 r[4];
-                S::load_transpose_half(x + t * ldx + k0 + h, ldx, r);  // r[j] = column k0+h+j, tokens t .. t+7
-                for (int j = 0; j < 4; ++j) _mm256_storeu_ps(xt + (k0 + h + j) * np + t, r[j]);
-            }
+            __m256 r[8];
+            for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + (t + i) * ldx + k0);
+            S::transpose8(r);  // r[j] = column k0 + j over tokens t .. t+7
+            for (int j = 0; j < 8; ++j) _mm256_storeu_ps(xt + (k0 + j) * np + t, r[j]);
         }
     }
 #endif
@@ -199,18 +198,18 @@ static inline void store_row_part(const SpmmArgs& a, const float* tmp, int64_t l
 // group, was evicted in between and missed twice: 50 against 31 us in benchmarks/micro/output_stage.cpp).
 template <int NG, bool GELU>
 static inline void store_block8(const float* tmp, int64_t ld, const float* bias, float* y, int64_t ldy) {
-    __m256 b[NG];
-    for (int g = 0; g < NG; ++g) b[g] = bias ? _mm256_loadu_ps(bias + g * 8) : _mm256_setzero_ps();
-    for (int h = 0; h < 8; h += 4) {  // tokens h .. h+3
-        __m256 r[NG][4];
-        for (int g = 0; g < NG; ++g) S::load_transpose_half(tmp + g * 8 * ld + h, ld, r[g]);  // rows 8g .. 8g+7
-        for (int j = 0; j < 4; ++j)
-            for (int g = 0; g < NG; ++g) {
-                __m256 v = _mm256_add_ps(r[g][j], b[g]);
-                if constexpr (GELU) v = vgelu<SimdAvx2>(v);
-                _mm256_storeu_ps(y + (h + j) * ldy + g * 8, v);
-            }
+    __m256 r[NG][8], b[NG];
+    for (int g = 0; g < NG; ++g) {
+        b[g] = bias ? _mm256_loadu_ps(bias + g * 8) : _mm256_setzero_ps();
+        for (int i = 0; i < 8; ++i) r[g][i] = _mm256_loadu_ps(tmp + (g * 8 + i) * ld);
+        S::transpose8(r[g]);  // r[g][j] = rows 8g .. 8g+7 of token j
     }
+    for (int j = 0; j < 8; ++j)
+        for (int g = 0; g < NG; ++g) {
+            __m256 v = _mm256_add_ps(r[g][j], b[g]);
+            if constexpr (GELU) v = vgelu<SimdAvx2>(v);
+            _mm256_storeu_ps(y + j * ldy + g * 8, v);
+        }
 }
 #endif
 

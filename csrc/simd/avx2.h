@@ -82,24 +82,6 @@ struct SimdAvx2 {
         const __m256i on = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), pos), pos);
         return _mm256_and_ps(_mm256_permutevar8x32_ps(loaded, idx), _mm256_castsi256_ps(on));
     }
-    // Columns 0..3 of the 8 x 4 tile at p (rows ld floats apart) as vectors: r[j] = element j of rows 0..7, i.e.
-    // half of an 8 x 8 transpose. The lane-crossing stage is done by the loads: a vector holds the 4 columns of
-    // row i in its low 128 bits and of row i + 4 in its high 128 bits (a 128-bit load, a broadcast load and a
-    // blend, none on the shuffle unit), so one in-lane 4 x 4 transpose (8 shuffles) finishes it, against 24
-    // shuffles (8 of them lane-crossing) per 8 x 8 tile after loads of whole rows. Half a tile at a time keeps
-    // the live registers within AVX2's 16.
-    static void load_transpose_half(const float* p, int64_t ld, V r[4]) {
-        V a[4];
-        for (int i = 0; i < 4; ++i)
-            a[i] = _mm256_blend_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + i * ld)),
-                                   _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p + (i + 4) * ld)), 0xF0);
-        const V t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
-        const V t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
-        r[0] = _mm256_shuffle_ps(t0, t2, 0x44);
-        r[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-        r[2] = _mm256_shuffle_ps(t1, t3, 0x44);
-        r[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
-    }
     // In-register transpose of an 8 x 8 tile: rows r[0..7] (8 floats each) become columns.
     static void transpose8(V r[8]) {
         __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);

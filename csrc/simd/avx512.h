@@ -52,5 +52,4 @@ struct SimdAvx512 {
     static float reduce(V v) { return _mm512_reduce_add_ps(v); }
     static V expand(V loaded, unsigned bits) { return _mm512_maskz_expand_ps(static_cast<__mmask16>(bits), loaded); }
     static void transpose8(__m256 r[8]) { SimdAvx2::transpose8(r); }
-    static void load_transpose_half(const float* p, int64_t ld, __m256 r[4]) { SimdAvx2::load_transpose_half(p, ld, r); }
 };
