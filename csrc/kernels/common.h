@@ -105,8 +105,12 @@ static inline int thread_count() {
 // split measured 0.94-0.98x of the token split's time at N = 128 (within this machine's noise) and 1.06-1.07x
 // slower at N = 512.
 // Taking the others' tasks measured 1-22% faster than a static token split (the two vCPUs of this VM do not run
-// at equal speed: 101 against 142 us for the two halves of one call). With fewer tokens the rows are split
-// (dynamic queue over (tile, task)), which keeps both cores busy at N = 16..32.
+// at equal speed: 101 against 142 us for the two halves of one call). With fewer tokens the rows are split, which
+// keeps both cores busy at N = 16..32: each thread runs a contiguous share of the (tile, task) pairs, then takes
+// what is left of the others'. A dynamic queue over all pairs, as before, handed a task to either core at random
+// from call to call, and its lines of y with it: the shares measured 1.01-1.37x faster at N = 16, 0.93-1.24x at
+// N = 32 (4x1 and unstructured, 70-95%, three shapes) and 0.97-1.15x at N = 128 on the bitmask kernel's
+// row-shared wide tiles (3072x768, 768x3072).
 constexpr int64_t kSplitTokensMinVectors = 2;
 
 // A thread's list of tasks, which other threads may take from once they finished theirs. Tasks write whole
@@ -166,8 +170,7 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
             // (token tile, task) pairs, tile outer: consecutive tasks reuse one tile of xt while it sits in L2 (with
             // the row groups outer each task pulled a fresh tile from L3, measured 2-3x slower at n = 2048). Each
             // thread owns a contiguous share and runs it first, then takes what is left of the others' shares:
-            // the same tasks, hence the same lines of y, stay on the same core from call to call (a dynamic queue
-            // over all pairs moved them between the cores' caches; see the comment above for the measurement).
+            // the same tasks, hence the same lines of y, stay on the same core from call to call (see above).
             const int64_t ntiles = (nvec + VMAX - 1) / VMAX, total = ntiles * ntasks;
             const int64_t tid = thread_index(), nth = thread_count();
             const auto drain = [&](int64_t o) {
@@ -228,9 +231,12 @@ enum class StoreOrder {
 // - bitmask tasks (32 rows) in Lines order against Tokens: 0.99-1.24x with 128-token tiles and one-word visits
 //   (1.24x on 3072x768 at 90%), but 64-token tiles with two-word visits on 1536x384 ran 1.05-1.16x faster than
 //   before this session in Tokens order and 0.95-0.99x in Lines order, so that case writes in Tokens order.
-// The stores alone (benchmarks/micro/output_stage.cpp, one thread) do not settle it either: against 16-row tasks,
-// 32 rows in Tokens order are ahead at out = 3072 (42 -> 36 us per 64 x 3072 output) and behind at out = 1536
-// (31 -> 35 us per 128 x 1536), where the transposes, not the pattern of y, take most of the time.
+// The stores alone (benchmarks/micro/output_stage.cpp, one thread, y in L2) favour 32 rows in Tokens order over
+// 16-row tasks (22 against 31 us per 128 x 1536 output, 33-34 against 41-42 us per 64 x 3072) and come within
+// 0.9-1.3x of plain full-line stores in the same pattern, so the transposes are not what costs here. In the
+// kernels the stage is bound by the stores into y: leaving it out took 1-19 us off a 62-73 us 4x1 call at 95% on
+// 1536x384 and 33-69 us off 207-229 us on 3072x768 (two threads; y is 0.8 and 1.6 MB, all written on every
+// call); see BENCHMARKS.md, "Where the time goes at 95%".
 template <StoreOrder ORDER>
 static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, int64_t rows, int64_t r0, int64_t t0,
                              int64_t tn) {
