@@ -82,8 +82,13 @@ def main() -> None:
     for name, src in (("A", args.a), ("B", args.b)):
         mine, theirs = ctx.Pipe()
         ctx.Process(target=worker, args=(src, args.threads, theirs), daemon=True).start()
+        theirs.close()  # the worker's end lives in the worker only, so that its death ends recv() with EOFError
         conns[name] = mine
-        print(f"# build {name}: {mine.recv()}")
+        try:
+            print(f"# build {name}: {mine.recv()}")
+        except EOFError:
+            raise SystemExit(f"build {name} ({src or 'the installed sparsa'}) did not start: see the worker's "
+                             "traceback above (a source folder needs sparsa/ with its compiled _C beside it)")
     print(f"# N = {args.n}, {args.threads} threads, {args.isa} kernels, medians of {args.rounds} rounds")
     for shape in args.shapes:
         out, inp = (int(v) for v in shape.split("x"))
