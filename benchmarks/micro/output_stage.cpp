@@ -106,7 +106,7 @@ static inline void load_transpose_half(const float* p, int64_t ld, __m256 r[4]) 
 // tokens at a time (tried in the kernels on 2026-11-30 and not kept, see BENCHMARKS.md), otherwise whole-row loads
 // and SimdAvx2::transpose8 (what the kernels do).
 // A plain function on purpose: written as a lambda capturing by reference, GCC did not inline it and reloaded
-// the captures after every store to y, which cost more than the transposes (36 against 23 us per 128 x 1536).
+// the captures after every store to y, which cost more than the transposes (36 against 22 us per 128 x 1536).
 template <bool LANE_LOADS>
 static inline void pair_rows(const float* tmp, float* y, int ldy, const float* bias, int g, int t) {
     const __m256 b0 = _mm256_loadu_ps(bias + g), b1 = _mm256_loadu_ps(bias + g + 8);
