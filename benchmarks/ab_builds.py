@@ -44,10 +44,14 @@ def worker(src: str | None, threads: int, conn) -> None:
     while (msg := conn.recv()) is not None:
         key, what = msg
         if key not in cases:
-            (out, inp), structure, sparsity, n, isa = key
+            (out, inp), structure, sparsity, n, isa, fmt = key
             w = make_weight(out, inp, structure, sparsity)
             st = parse_structure(structure)
-            p = formats_for(st)[0].pack(w, st, torch.float32)
+            fs = [f for f in formats_for(st) if fmt in (None, f.format_name)]
+            if not fs:
+                raise SystemExit(f"no format {fmt!r} holds {structure}; it has "
+                                 f"{', '.join(f.format_name for f in formats_for(st))}")
+            p = fs[0].pack(w, st, torch.float32)
             k = [k for k in K.kernels_for(p) if k.isa == isa and (k.block is not None or p.format_name != "bsr")][0]
             q, x, y = K.prepare(p), torch.randn(n, inp), torch.empty(n, out)
             if not torch.allclose(q(x, k), x @ w.T, rtol=1e-4, atol=1e-4):
@@ -74,6 +78,8 @@ def main() -> None:
     ap.add_argument("--sparsities", nargs="+", type=float, default=[0.7, 0.9, 0.95, 0.999])
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--isa", default="avx512", help="the kernels' ISA (avx512, avx2, scalar)")
+    ap.add_argument("--format", default=None,
+                    help="the weight layout (e.g. csr for unstructured; default: the structure's first, bitmask)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=21)
     args = ap.parse_args()
@@ -89,12 +95,13 @@ def main() -> None:
         except EOFError:
             raise SystemExit(f"build {name} ({src or 'the installed sparsa'}) did not start: see the worker's "
                              "traceback above (a source folder needs sparsa/ with its compiled _C beside it)")
-    print(f"# N = {args.n}, {args.threads} threads, {args.isa} kernels, medians of {args.rounds} rounds")
+    print(f"# N = {args.n}, {args.threads} threads, {args.isa} kernels, {args.format or 'default'} layout, "
+          f"medians of {args.rounds} rounds")
     for shape in args.shapes:
         out, inp = (int(v) for v in shape.split("x"))
         for structure in args.structures:
             for sp in args.sparsities:
-                key = ((out, inp), structure, sp, args.n, args.isa)
+                key = ((out, inp), structure, sp, args.n, args.isa, args.format)
                 times = {(b, w): [] for b in conns for w in WHAT}
                 for _ in range(args.rounds):
                     for b, c in conns.items():

@@ -76,9 +76,9 @@ int num_threads() { return omp_get_max_threads(); }
 // Scratch for the kernels (transposed or padded activations), one per calling thread so that concurrent calls
 // from several Python threads never share it.
 // 64-byte aligned, so that the kernels' full-width loads of aligned rows never straddle two cache lines.
-float* workspace(int64_t n, int64_t in) {
+float* workspace(int64_t n, int64_t in, int nthreads) {
     static thread_local std::vector<float> buf;
-    const int64_t need = spmm_work_floats(n, in) + 16;
+    const int64_t need = spmm_work_floats(n, in, nthreads) + 16;
     if (static_cast<int64_t>(buf.size()) < need) buf.resize(static_cast<size_t>(need));
     const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
     return reinterpret_cast<float*>((p + 63) & ~uintptr_t{63});
@@ -190,7 +190,7 @@ class PackedHandle {
         a.x = static_cast<const float*>(x.data());
         a.y = static_cast<float*>(y.data());
         a.nthreads = threads > 0 ? threads : num_threads();
-        a.work = workspace(a.n, a.in);
+        a.work = workspace(a.n, a.in, a.nthreads);
         require(act == 0 || act == 1, "act must be 0 (none) or 1 (gelu), got " + std::to_string(act));
         a.act = static_cast<Act>(act);
         nb::gil_scoped_release release;

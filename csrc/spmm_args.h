@@ -40,13 +40,11 @@ struct SpmmArgs {
     Act act;                 // epilogue after the bias
 
     int nthreads;
-    float* work;             // scratch the caller provides: spmm_work_floats(n, in) floats
+    float* work;             // scratch the caller provides: spmm_work_floats(n, in, nthreads) floats
 };
 
 // Calls with n <= kDecodeMaxN take the decode path: each stored weight is read once and applied to every token.
 constexpr int64_t kDecodeMaxN = 8;
-// Scratch a call needs, in floats: batched, the transposed activations (in x n rounded up to the widest vector,
-// 16 lanes); decode, a copy of x with rows padded to a multiple of 64 so that vector loads never pass a row's end.
 // Row stride of the transposed activations: n rounded up to 16 floats (64 bytes), made an odd multiple of 64 bytes
 // so that the rows of a K-block spread over all L1 sets (a power-of-two stride such as 512 bytes at n = 128 maps
 // every row to the same few sets and evicts the block being reused).
@@ -54,8 +52,12 @@ constexpr int64_t xt_stride(int64_t n) {
     const int64_t lines = (n + 15) / 16;
     return (lines % 2 ? lines : lines + 1) * 16;
 }
-constexpr int64_t spmm_work_floats(int64_t n, int64_t in) {
-    return n <= kDecodeMaxN ? n * ((in + 63) / 64 * 64) : in * xt_stride(n);
+// Scratch a call needs, in floats: batched, the transposed activations (in x n rounded up to the widest vector,
+// 16 lanes), which threads that split the tokens keep as one block each, so every thread's block may add two
+// lines of padding per row; decode, a copy of x with rows padded to a multiple of 64 so that vector loads never
+// pass a row's end.
+constexpr int64_t spmm_work_floats(int64_t n, int64_t in, int64_t nthreads) {
+    return n <= kDecodeMaxN ? n * ((in + 63) / 64 * 64) : in * (xt_stride(n) + 32 * (nthreads > 1 ? nthreads : 1));
 }
 
 using KernelFn = void (*)(const SpmmArgs&);

@@ -204,6 +204,31 @@ def test_bitmask_word_pairs_and_wide_tiles(kernel, density):
             assert_close_to_reference(y, x, p.to_dense().float(), b, p.reference_matmul(x, b))
 
 
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k.format == "csr"], ids=lambda k: k.name)
+@pytest.mark.parametrize("density", [0.02, 0.05, 0.075, 0.1])
+def test_csr_whole_row_walk(kernel, density):
+    """At or below 7.5% nonzeros the batched CSR kernel walks each row in one visit, two nonzeros per step where
+    registers allow: rows with no nonzero, one, two and three (odd counts leave one over), a row whose nonzeros
+    are all in the last columns, and random rows; on both sides of the threshold, one to three threads."""
+    _skip_unavailable(kernel)
+    g = torch.Generator().manual_seed(int(density * 1000) + 1)
+    out, inp = 70, 300
+    keep = torch.rand(out, inp, generator=g) < density
+    keep[0:5] = False
+    keep[1, 7] = True
+    keep[2, [0, 299]] = True
+    keep[3, [5, 6, 150]] = True
+    keep[4, 290:300] = True
+    w = torch.randn(out, inp, generator=g) * keep
+    p = pack(w, "unstructured", kernel.weight_dtype, format=kernel.format)
+    b = torch.randn(out, generator=g)
+    for threads in (1, 2, 3):
+        for n in (9, 64, 100, 128, 200):
+            x = torch.randn(n, inp, generator=g)
+            y = spmm(p, x, b, kernel, threads=threads)
+            assert_close_to_reference(y, x, p.to_dense().float(), b, p.reference_matmul(x, b))
+
+
 @pytest.mark.parametrize("kernel", [k for k in KERNELS if k.format == "bitmask" and k.weight_dtype == torch.float32],
                          ids=lambda k: k.name)
 def test_bitmask_large_sparse_weight_rows_shared(kernel):

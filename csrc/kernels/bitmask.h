@@ -108,8 +108,8 @@ static void bitmask_batched_tiles(const SpmmArgs& a, int64_t min_thread_vectors)
     constexpr int NT = VV * S::W;
     constexpr int64_t RT = kBitmaskTaskRows;
     const WT* vals = static_cast<const WT*>(a.values);
-    const int64_t np = xt_stride(a.n), ntasks = (a.out + RT - 1) / RT;
-    batched_tasks<NT>(a, ntasks, [&](const float* xtile, int64_t t0, int vt, int64_t k) {
+    const int64_t ntasks = (a.out + RT - 1) / RT;
+    batched_tasks<NT>(a, ntasks, [&](const float* xtile, int64_t np, int64_t t0, int vt, int64_t k) {
         alignas(64) float tmp[RT * NT];
         const int64_t r0 = k * RT, rows = imin(a.out, r0 + RT) - r0;
         with_vectors<VV>(vt, BitmaskTask<KW, WT>{a, xtile, np, vals, r0, rows, tmp, NT});

@@ -74,8 +74,8 @@ struct BsrTask {
     const SpmmArgs& a;
     const WT* vals;
     const IT* cols;
-    int64_t np, nbr;
-    void operator()(const float* xtile, int64_t t0, int vt, int64_t g) const {
+    int64_t nbr;
+    void operator()(const float* xtile, int64_t np, int64_t t0, int vt, int64_t g) const {
         alignas(64) float tmp[G * NT];
         const int64_t br1 = imin(nbr, (g + 1) * GB);
         for (int64_t brow = g * GB; brow < br1; ++brow) {
@@ -95,7 +95,7 @@ template <int R, int C, class WT, class IT>
 static void bsr_batched(const SpmmArgs& a) {
     using T = BsrTask<R, C, WT, IT>;
     const int64_t nbr = a.out / R;
-    const T task{a, static_cast<const WT*>(a.values), static_cast<const IT*>(a.col_idx), xt_stride(a.n), nbr};
+    const T task{a, static_cast<const WT*>(a.values), static_cast<const IT*>(a.col_idx), nbr};
     batched_tasks<T::NT>(a, (nbr + T::GB - 1) / T::GB, task);
 }
 

@@ -40,7 +40,8 @@ static inline int64_t rows_per_task(int64_t rows, int nthreads) {
     return imax(1, imin(64, rows / (8 * imax(1, nthreads))));
 }
 
-// xt[k * np + t] = x[t * ldx + k] for k0 <= k < k0 + kn and t0 <= t < t1 (t0 a multiple of 8), 0 where t >= n.
+// xt[k * np + t - t0] = x[t * ldx + k] for k0 <= k < k0 + kn and t0 <= t < t1 (t0 a multiple of 8), 0 where
+// t >= n: xt points at the column of token t0.
 static inline void transpose_part(const float* x, int64_t n, int64_t ldx, float* xt, int64_t np, int64_t k0,
                                   int64_t kn, int64_t t0, int64_t t1) {
     const int64_t tn = imin(n, t1);
@@ -51,26 +52,34 @@ static inline void transpose_part(const float* x, int64_t n, int64_t ldx, float*
             __m256 r[8];
             for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + (t + i) * ldx + k0);
             S::transpose8(r);  // r[j] = column k0 + j over tokens t .. t+7
-            for (int j = 0; j < 8; ++j) _mm256_storeu_ps(xt + (k0 + j) * np + t, r[j]);
+            for (int j = 0; j < 8; ++j) _mm256_storeu_ps(xt + (k0 + j) * np + (t - t0), r[j]);
         }
     }
 #endif
     for (; t < tn; ++t)
-        for (int64_t k = k0; k < k0 + kn; ++k) xt[k * np + t] = x[t * ldx + k];
+        for (int64_t k = k0; k < k0 + kn; ++k) xt[k * np + (t - t0)] = x[t * ldx + k];
     for (int64_t k = k0; k < k0 + kn; ++k)
-        for (int64_t tt = imax(t0, n); tt < t1; ++tt) xt[k * np + tt] = 0.0f;
+        for (int64_t tt = imax(t0, n); tt < t1; ++tt) xt[k * np + (tt - t0)] = 0.0f;
 }
 
-// All of xt (tokens 0 .. t1) by the threads of the enclosing parallel region, which claim 8-column blocks from
-// `claimed` and count them in `done`; each returns once every block is written. Unlike a worksharing loop with a
-// barrier, no thread waits for another to arrive: the two vCPUs of this VM are at times far from equally
-// available (one thread's call as fast as two's), and a static split then waited for the slower half.
+// 8-column blocks a thread claims at once in transpose_in: 64 columns, i.e. 64 rows of xt in one run of memory.
+// One block at a time interleaved the threads' rows, and a core's prefetches of the lines after its own took the
+// other's; claiming 8 measured 1.02-1.14x faster at N = 32 (4x1 and unstructured, 90%) and 1.03-1.04x on the
+// rows-shared 128-token tiles of 3072x768 and 768x3072 at 95% (two threads, in one process).
+constexpr int64_t kTransposeClaimBlocks = 8;
+
+// All of xt (tokens 0 .. t1) by the threads of the enclosing parallel region, which claim runs of 8-column blocks
+// from `claimed` and count the blocks in `done`; each returns once every block is written. Unlike a worksharing
+// loop with a barrier, no thread waits for another to arrive: the two vCPUs of this VM are at times far from
+// equally available (one thread's call as fast as two's), and a static split then waited for the slower half.
 static void transpose_in(const float* x, int64_t n, int64_t in, int64_t ldx, float* xt, int64_t np, int64_t t1,
                          std::atomic<int64_t>& claimed, std::atomic<int64_t>& done) {
     const int64_t nkb = (in + 7) / 8;
-    for (int64_t kb; (kb = claimed.fetch_add(1, std::memory_order_relaxed)) < nkb;) {
-        transpose_part(x, n, ldx, xt, np, kb * 8, imin(8, in - kb * 8), 0, t1);
-        done.fetch_add(1, std::memory_order_release);
+    constexpr int64_t CH = kTransposeClaimBlocks;
+    for (int64_t c; (c = claimed.fetch_add(CH, std::memory_order_relaxed)) < nkb;) {
+        for (int64_t kb = c; kb < imin(nkb, c + CH); ++kb)
+            transpose_part(x, n, ldx, xt, np, kb * 8, imin(8, in - kb * 8), 0, t1);
+        done.fetch_add(imin(nkb, c + CH) - c, std::memory_order_release);
     }
     while (done.load(std::memory_order_acquire) < nkb) {
     }
@@ -91,9 +100,9 @@ static inline int thread_count() {
 #endif
 }
 
-// The loop shared by the batched kernels: x is transposed into xt, then `task(xtile, t0, vt, k)` computes tasks
-// k = 0 .. ntasks-1 (each a group of output rows) for the token tile that starts at t0 and is vt vectors wide
-// (vt * W <= NT), and writes them to y.
+// The loop shared by the batched kernels: x is transposed into xt, then `task(xtile, np, t0, vt, k)` computes
+// tasks k = 0 .. ntasks-1 (each a group of output rows) for the token tile that starts at t0 and is vt vectors
+// wide (vt * W <= NT), whose transposed inputs start at xtile with rows np floats apart, and writes them to y.
 //
 // How threads share a call: when every thread gets at least min_thread_vectors vectors of tokens (by default
 // kSplitTokensMinVectors; a kernel may ask for a whole wide tile per thread), each takes its own contiguous
@@ -104,27 +113,33 @@ static inline int thread_count() {
 // same 64-byte lines of y. Tasks now cover whole lines (then 16 rows, now 32) in both modes; with 16, the row
 // split measured 0.94-0.98x of the token split's time at N = 128 (within this machine's noise) and 1.06-1.07x
 // slower at N = 512.
-// Taking the others' tasks measured 1-22% faster than a static token split (the two vCPUs of this VM do not run
-// at equal speed: 101 against 142 us for the two halves of one call). With fewer tokens the rows are split, which
+// Taking the others' tasks measured 1-22% faster than a static token split while both threads' tokens shared one
+// matrix xt (the two halves of a call took 101 and 142 us; that layout, not the cores, made them unequal, see
+// block_of below). With a block of xt per thread, a task taken from another thread reads that thread's block
+// from the other core's cache and a static split ran 1-7% faster than taking tasks to the end; a helper now
+// leaves the owner its last kHelpLeavesTasks tasks, which measured as fast as the static split (4x1 and
+// unstructured at 95%, 1536x384, 3072x768, 384x1536, N = 128, caches cooled by torch between calls) and still
+// takes over most of a share whose thread is held up. With fewer tokens the rows are split, which
 // keeps both cores busy at N = 16..32: each thread runs a contiguous share of the (tile, task) pairs, then takes
 // what is left of the others'. A dynamic queue over all pairs, as before, handed a task to either core at random
 // from call to call, and its lines of y with it: the shares measured 1.01-1.37x faster at N = 16, 0.93-1.24x at
 // N = 32 (4x1 and unstructured, 70-95%, three shapes) and 0.97-1.15x at N = 128 on the bitmask kernel's
 // row-shared wide tiles (3072x768, 768x3072).
 constexpr int64_t kSplitTokensMinVectors = 2;
+constexpr int64_t kHelpLeavesTasks = 4;
 
 // A thread's list of tasks, which other threads may take from once they finished theirs. Tasks write whole
 // 64-byte lines of y (groups of 16 rows or more), so two threads taking alternate tasks never share a line.
 struct alignas(64) TaskQueue {
     std::atomic<int64_t> next{0};  // the next task not yet taken
-    std::atomic<int> ready{0};     // set once the owner's columns of xt are written
+    std::atomic<int> ready{0};     // set once the owner's block of xt is written
 };
 
 template <int NT, class F>
 static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
                           int64_t min_thread_vectors = kSplitTokensMinVectors) {
     constexpr int64_t VMAX = NT / S::W;
-    const int64_t nvec = (a.n + S::W - 1) / S::W, np = xt_stride(a.n);
+    const int64_t nvec = (a.n + S::W - 1) / S::W, np = xt_stride(a.n);  // np: xt's row stride when rows split
     float* xt = a.work;
     const bool by_tokens = a.nthreads <= 1 || nvec >= a.nthreads * min_thread_vectors;
     std::unique_ptr<TaskQueue[]> queues(new TaskQueue[a.nthreads]);
@@ -139,31 +154,54 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
                 v1 = nvec * (t + 1) / nth;
                 nt = (v1 - v0 + VMAX - 1) / VMAX;
             };
-            int64_t v0, v1, nt;
+            // Thread t's block of xt: its own tokens only, after the blocks of threads 0 .. t-1. With one matrix of
+            // all tokens, each row of xt held both threads' columns side by side, and two threads transposed
+            // 128 x 1536 in 45-47 us, at times 130 us, against 49 us on one (benchmarks/micro/xt_layout.cpp):
+            // a core streaming along its lines of a row pulls in the other thread's next to them, and every write
+            // then takes them back. Separate blocks: 24-31 us; in the kernels up to 1.2x at 90-95% (BENCHMARKS.md,
+            // "Current figures", 2026-11-30 09:16-09:37). Rows are the thread's token count (rounded up to 16)
+            // apart when it runs one tile, which then reads whole rows: the odd-line padding of xt_stride, kept
+            // for threads with several tiles, cost 0-16% there.
+            const auto block_of = [&](int64_t t, float*& blk, int64_t& npt) {
+                int64_t off = 0, u0, u1, un;
+                for (int64_t u = 0; u <= t; ++u) {
+                    tokens_of(u, u0, u1, un);
+                    npt = un == 1 ? round_up((u1 - u0) * S::W, 16) : xt_stride((u1 - u0) * S::W);
+                    if (u < t) off += a.in * npt;
+                }
+                blk = xt + off;
+            };
+            int64_t v0, v1, nt, npt;
+            float* blk;
             tokens_of(tid, v0, v1, nt);
+            block_of(tid, blk, npt);
             // the last thread's vectors end with the tokens past n that fill the last vector: those are zeroed
             for (int64_t kb = 0; kb < (a.in + 7) / 8; ++kb)
-                transpose_part(a.x, a.n, a.ldx, xt, np, kb * 8, imin(8, a.in - kb * 8), v0 * S::W, v1 * S::W);
+                transpose_part(a.x, a.n, a.ldx, blk, npt, kb * 8, imin(8, a.in - kb * 8), v0 * S::W, v1 * S::W);
             queues[tid].ready.store(1, std::memory_order_release);
             // Runs thread o's tasks (tile outer, so that one tile of xt is reused while it sits in L2) until its
             // queue is empty.
-            const auto drain = [&](int64_t o) {
-                int64_t u0, u1, un;
+            const auto drain = [&](int64_t o, bool helper) {
+                int64_t u0, u1, un, npo;
+                float* blko;
                 tokens_of(o, u0, u1, un);
+                block_of(o, blko, npo);
                 const int64_t total = un * ntasks;
-                for (int64_t i; (i = queues[o].next.fetch_add(1, std::memory_order_relaxed)) < total;) {
+                const int64_t keep = helper ? kHelpLeavesTasks : 0;
+                for (int64_t i; (!keep || queues[o].next.load(std::memory_order_relaxed) < total - keep) &&
+                                (i = queues[o].next.fetch_add(1, std::memory_order_relaxed)) < total;) {
                     const int64_t j = i / ntasks, k = i % ntasks;
                     const int64_t w0 = u0 + (u1 - u0) * j / un, w1 = u0 + (u1 - u0) * (j + 1) / un;
-                    task(xt + w0 * S::W, w0 * S::W, static_cast<int>(w1 - w0), k);
+                    task(blko + (w0 - u0) * S::W, npo, w0 * S::W, static_cast<int>(w1 - w0), k);
                 }
             };
-            drain(tid);
+            drain(tid, false);
             // then help the others, so that a thread on a slower core is not waited for
             for (int64_t d = 1; d < nth; ++d) {
                 const int64_t o = (tid + d) % nth;
                 while (!queues[o].ready.load(std::memory_order_acquire)) {
                 }
-                drain(o);
+                drain(o, true);
             }
         } else {
             transpose_in(a.x, a.n, a.in, a.ldx, xt, np, nvec * S::W, claimed, done);
@@ -177,7 +215,7 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
                 const int64_t lo = total * o / nth, count = total * (o + 1) / nth - lo;
                 for (int64_t i; (i = queues[o].next.fetch_add(1, std::memory_order_relaxed)) < count;) {
                     const int64_t tile = (lo + i) / ntasks, k = (lo + i) % ntasks;
-                    task(xt + tile * NT, tile * NT, static_cast<int>(imin(VMAX, nvec - tile * VMAX)), k);
+                    task(xt + tile * NT, np, tile * NT, static_cast<int>(imin(VMAX, nvec - tile * VMAX)), k);
                 }
             };
             for (int64_t d = 0; d < nth; ++d) drain((tid + d) % nth);
