@@ -1,12 +1,13 @@
 // The batched kernels' x transpose in isolation, on one and two OpenMP threads, with the layouts of xt the kernels
 // could give the two threads when they split the tokens (csrc/kernels/common.h, batched_tasks):
 //   shared  one matrix (in x 144 floats: 128 tokens rounded to an odd number of lines), each row holding thread
-//           0's 64 columns and thread 1's side by side; the layout before 2026-11-30 10:00
+//           0's 64 columns and thread 1's side by side; the layout before commit 028944a
 //   gap     the same with 4 unused lines between the two threads' columns of a row
-//   blocks  one matrix per thread (in x 80 floats), one after the other; the layout since
+//   blocks  one matrix per thread (in x 64 floats), one after the other; the layout since, for a thread that
+//           runs one token tile
 // x is 128 tokens x `in` (default 1536, all-MiniLM's FFN down projection), row-major. Each thread transposes its
-// 64 tokens with the kernels' 8 x 8 AVX2 register transposes. It prints the median time of a whole call (fork,
-// transpose, join) and of each thread's own part, over 3000 calls.
+// 64 tokens with the kernels' 8 x 8 AVX2 register transposes (csrc/simd/avx2.h). It prints the median time of a
+// whole call (fork, transpose, join) and of each thread's own part, over 3000 calls.
 //
 //   g++ -O2 -std=c++17 -mavx2 -mfma -fopenmp benchmarks/micro/xt_layout.cpp -o /tmp/xt_layout
 //   flock /tmp/sparsa-cpu.lock /tmp/xt_layout [in]
@@ -20,27 +21,11 @@
 #include <cstdlib>
 #include <vector>
 
+#include "../../csrc/simd/avx2.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-void transpose8(__m256 r[8]) {
-    __m256 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; ++i) {
-        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-    }
-}
 
 // tokens t0 .. t1 of x (row stride in) into dst[k * ld + (t - t0)]
 void transpose_tokens(const float* x, int64_t in, int64_t t0, int64_t t1, float* dst, int64_t ld) {
@@ -48,7 +33,7 @@ void transpose_tokens(const float* x, int64_t in, int64_t t0, int64_t t1, float*
         for (int64_t t = t0; t < t1; t += 8) {
             __m256 r[8];
             for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + (t + i) * in + k0);
-            transpose8(r);
+            SimdAvx2::transpose8(r);  // the kernels' own 8 x 8 transpose
             for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (k0 + j) * ld + (t - t0), r[j]);
         }
 }
@@ -74,7 +59,7 @@ int main(int argc, char** argv) {
         const char* name;
         int64_t ld, gap;  // row stride, and floats between thread 0's and thread 1's columns (-1: own blocks)
     };
-    const Layout layouts[] = {{"shared", 144, 0}, {"gap", 208, 64}, {"blocks", 80, -1}};
+    const Layout layouts[] = {{"shared", 144, 0}, {"gap", 208, 64}, {"blocks", 64, -1}};
     std::printf("x %ld x %ld, medians of %ld calls, us\n", static_cast<long>(n), static_cast<long>(in),
                 static_cast<long>(kCalls));
     for (int rep = 0; rep < 2; ++rep)
