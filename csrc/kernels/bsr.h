@@ -67,9 +67,12 @@ struct BsrTask {
     static constexpr int P = R < 4 ? R : 4;  // rows per pass; R is 1, 2, 4, 8 or 16 for the listed tiles
     static constexpr int VV = tile_vectors<P>();
     static constexpr int NT = VV * S::W;
-    // output rows per task: two whole 64-byte lines of y per token (see store_out; with one line, 16 rows, 4x1
-    // calls at 70-99.9% took 1.02-1.52x longer, N = 128; 64 rows measured within 8% of 32)
-    static constexpr int G = R > 32 ? R : 32;
+    // output rows per task: four whole 64-byte lines of y per token (see store_out). With one line (16 rows) 4x1
+    // calls at 70-99.9% took 1.02-1.52x longer than with two (N = 128); 64 rows measured within 8% of 32 while the
+    // threads shared one matrix xt, and 0.98-1.18x faster than 32 with a block of xt per thread (4x1, 70-95%, four
+    // shapes, N = 128, both role orders; 1.18x on 1536x384 at 95%): half the tasks, each with 256 contiguous bytes
+    // of y per token.
+    static constexpr int G = R > 64 ? R : 64;
     static constexpr int GB = G / R;  // block-rows per task
     const SpmmArgs& a;
     const WT* vals;
