@@ -264,9 +264,9 @@ enum class StoreOrder {
 // multiple of 8 and the tokens after the last multiple of 8 one by one). y's rows are `out` floats apart, so a
 // task's lines of y lie `out` floats apart too, and the order of the stores matters; which order is faster
 // depends on the kernel (measured at N = 128, 2 threads, in one process, 2026-11-30):
-// - BSR tasks of 32 rows in Tokens order against the earlier 16-row tasks: 1.02-1.52x faster at 70-99.9%; Lines
+// - BSR tasks of 32 rows (now 64) in Tokens order against the earlier 16-row tasks: 1.02-1.52x faster at 70-99.9%; Lines
 //   order with 32 rows: within 5% of Tokens on three shapes, 0.83-0.95x of it on 1536x384.
-// - bitmask tasks (32 rows) in Lines order against Tokens: 0.99-1.24x with 128-token tiles and one-word visits
+// - bitmask tasks (then 32 rows) in Lines order against Tokens: 0.99-1.24x with 128-token tiles and one-word visits
 //   (1.24x on 3072x768 at 90%), but 64-token tiles with two-word visits on 1536x384 ran 1.05-1.16x faster than
 //   before this session in Tokens order and 0.95-0.99x in Lines order, so that case writes in Tokens order.
 // The stores alone (benchmarks/micro/output_stage.cpp, one thread, y in L2) favour 32 rows in Tokens order over
