@@ -154,9 +154,11 @@ static inline void csr_task_rows(const SpmmArgs& a, const float* xtile, int64_t 
 #pragma GCC unroll 8
             for (int v = 0; v < VT; ++v) acc[0][v] = S::fmadd(w, S::loadu(xr + v * S::W), acc[0][v]);
         }
+        if constexpr (NACC == 2)
 #pragma GCC unroll 8
-        for (int v = 0; v < VT; ++v)
-            S::storeu(tmp + i * ld + v * S::W, NACC == 2 ? S::add(acc[0][v], acc[NACC - 1][v]) : acc[0][v]);
+            for (int v = 0; v < VT; ++v) acc[0][v] = S::add(acc[0][v], acc[1][v]);
+#pragma GCC unroll 8
+        for (int v = 0; v < VT; ++v) S::storeu(tmp + i * ld + v * S::W, acc[0][v]);
     }
 }
 
@@ -177,8 +179,9 @@ struct CsrTask {
     }
 };
 
-template <class WT, class IT, int VV, bool ROWS>
+template <class WT, class IT, bool ROWS>
 static void csr_batched_tiles(const SpmmArgs& a) {
+    constexpr int VV = tile_vectors<1>();
     constexpr int NT = VV * S::W;
     constexpr int64_t RT = kBitmaskTaskRows;
     const WT* vals = static_cast<const WT*>(a.values);
@@ -195,11 +198,10 @@ static void csr_batched_tiles(const SpmmArgs& a) {
 
 template <class WT, class IT>
 static void csr_batched(const SpmmArgs& a) {
-    constexpr int VV = tile_vectors<1>();
     if (static_cast<double>(a.row_ptr[a.out]) <= kCsrWholeRowDensity * static_cast<double>(a.out * a.in))
-        csr_batched_tiles<WT, IT, VV, true>(a);
+        csr_batched_tiles<WT, IT, true>(a);
     else
-        csr_batched_tiles<WT, IT, VV, false>(a);
+        csr_batched_tiles<WT, IT, false>(a);
 }
 
 template <class WT>
