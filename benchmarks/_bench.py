@@ -83,13 +83,16 @@ def measure_quietly(fns: dict[str, Callable[[], object]], attempts: int = 6, **k
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 15, target_s: float = 2e-3,
-                warmup: int = 3, settle_s: float = 0.0) -> dict[str, float]:
+                warmup: int = 3, settle_s: float = 0.0, warm_each: bool = False) -> dict[str, float]:
     """Median milliseconds per call of each fn. Every round times each fn once (in rotating order) over enough
     calls to last ~target_s, so all engines see the same machine state; the median over rounds is reported.
 
     ``settle_s``: before each sample, pause this long and make one untimed call. Engines with their own thread
     pools (ONNX Runtime, OpenMP) keep spinning for a while after a call; without the pause that spin lands in the
-    next engine's timing."""
+    next engine's timing.
+
+    ``warm_each``: make one untimed call right before each sample (without the pause), so that a sample of one
+    call does not carry the cost of following another engine (its caches, its branch history)."""
     with torch.inference_mode():
         reps = {}
         for name, fn in fns.items():
@@ -107,6 +110,7 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 15, target_s
                 fn, k = fns[name], reps[name]
                 if settle_s:
                     time.sleep(settle_s)
+                if settle_s or warm_each:
                     fn()
                 t0 = time.perf_counter()
                 for _ in range(k):

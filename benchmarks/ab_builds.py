@@ -44,7 +44,7 @@ def worker(src: str | None, threads: int, conn) -> None:
     while (msg := conn.recv()) is not None:
         key, what = msg
         if key not in cases:
-            (out, inp), structure, sparsity, n, isa, fmt = key
+            (out, inp), structure, sparsity, n, isa, fmt, copies = key
             w = make_weight(out, inp, structure, sparsity)
             st = parse_structure(structure)
             fs = [f for f in formats_for(st) if fmt in (None, f.format_name)]
@@ -56,12 +56,21 @@ def worker(src: str | None, threads: int, conn) -> None:
             q, x, y = K.prepare(p), torch.randn(n, inp), torch.empty(n, out)
             if not torch.allclose(q(x, k), x @ w.T, rtol=1e-4, atol=1e-4):
                 raise SystemExit(f"{k.name} is wrong on {key} in {sparsa.__file__}")
+            # further weights of the same kind, called in turn: together larger than the L3 cache, so that every
+            # call reads its weight from DRAM, as the layers of a model do
+            hs = [q._handle] + [K.prepare(fs[0].pack(make_weight(out, inp, structure, sparsity), st, torch.float32))
+                                ._handle for _ in range(copies - 1)]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
                 wc = w.to_sparse_csr()
-            h, xn, yn = q._handle, x.numpy(), y.numpy()
+            xn, yn, turn = x.numpy(), y.numpy(), [0]
+
+            def sparse(hs=hs, k=k, xn=xn, yn=yn, turn=turn):
+                turn[0] = (turn[0] + 1) % len(hs)
+                hs[turn[0]].run(k.index, xn, yn, threads, 0)
+
             cases[key] = {"dense": lambda: torch.nn.functional.linear(x, w), "csr": lambda: torch.sparse.mm(wc, x.T),
-                          "sparse": lambda: h.run(k.index, xn, yn, threads, 0)}
+                          "sparse": sparse}
         f = cases[key][what]
         t0 = time.perf_counter()
         for _ in range(5):
@@ -80,6 +89,9 @@ def main() -> None:
     ap.add_argument("--isa", default="avx512", help="the kernels' ISA (avx512, avx2, scalar)")
     ap.add_argument("--format", default=None,
                     help="the weight layout (e.g. csr for unstructured; default: the structure's first, bitmask)")
+    ap.add_argument("--copies", type=int, default=1,
+                    help="weights of the same kind called in turn (e.g. 12: together beyond the L3 cache, so each "
+                         "call reads its weight from DRAM; torch's baselines keep one weight)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=21)
     args = ap.parse_args()
@@ -96,12 +108,12 @@ def main() -> None:
             raise SystemExit(f"build {name} ({src or 'the installed sparsa'}) did not start: see the worker's "
                              "traceback above (a source folder needs sparsa/ with its compiled _C beside it)")
     print(f"# N = {args.n}, {args.threads} threads, {args.isa} kernels, {args.format or 'default'} layout, "
-          f"medians of {args.rounds} rounds")
+          f"{args.copies} weight(s) in turn, medians of {args.rounds} rounds")
     for shape in args.shapes:
         out, inp = (int(v) for v in shape.split("x"))
         for structure in args.structures:
             for sp in args.sparsities:
-                key = ((out, inp), structure, sp, args.n, args.isa, args.format)
+                key = ((out, inp), structure, sp, args.n, args.isa, args.format, args.copies)
                 times = {(b, w): [] for b in conns for w in WHAT}
                 for _ in range(args.rounds):
                     for b, c in conns.items():

@@ -4,11 +4,14 @@ For every case (weight shape, tokens N, structure, sparsity, threads, weight dty
 checks every kernel against the plain-PyTorch reference, then times torch dense (F.linear), torch CSR
 (torch.sparse.mm) and each kernel interleaved, and prints one row per kernel plus one "auto" row (the automatic
 choice, which may be dense). Decode cases (N <= 8) rotate through enough copies of the weights that they stream
-from DRAM, not from the 32 MB L3.
+from DRAM, not from the 32 MB L3; `--weights-from dram` does the same for batched cases, as in a model whose
+layers' weights do not stay in the caches from one call to the next. Each timed sample follows one untimed call of
+the same engine, so that no engine's time depends on which other one ran before it.
 
     python benchmarks/spmm.py --quick --json          # the issue's quick set, < 3 minutes
     python benchmarks/spmm.py                         # the full sweep recorded in BENCHMARKS.md
     python benchmarks/spmm.py --shapes minilm.ffn_up --n 128 --structures 4x1 --sparsities 0.9
+    python benchmarks/spmm.py --quick --weights-from dram  # batched weights read from DRAM on every call
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def clone_packed(p):
     return dataclasses.replace(p, **{k: v.clone() for k, v in p.tensors().items()})
 
 
-def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None, rounds=15, skip_generic=False):
+def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None, rounds=15, skip_generic=False,
+             weights_from="cache"):
     out, inp = shape
     torch.set_num_threads(threads)
     w = make_weight(out, inp, structure, sparsity)
@@ -68,13 +72,14 @@ def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None
     x = torch.randn(n, inp)
     ref = x.double() @ wq.double().T
     decode = n <= DECODE_MAX_N
+    stream = decode or weights_from == "dram"
 
-    # copies so that decode weights stream from DRAM
-    dense_copies = max(1, math.ceil(DRAM_WORKING_SET / (out * inp * 4))) if decode else 1
+    # copies so that the weights stream from DRAM
+    dense_copies = max(1, math.ceil(DRAM_WORKING_SET / (out * inp * 4))) if stream else 1
     dense_ws = [wq] + [wq.clone() for _ in range(dense_copies - 1)]
     with warnings.catch_warnings():  # "sparse CSR support is in beta": we know, it is the baseline
         warnings.simplefilter("ignore")
-        csr_ws = [wq.to_sparse_csr() for _ in range(min(dense_copies * 4, 8) if decode else 1)]
+        csr_ws = [wq.to_sparse_csr() for _ in range(min(dense_copies * 4, 8) if stream else 1)]
     y = torch.empty(n, out)
 
     def rotating(objs, call):
@@ -92,7 +97,7 @@ def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None
     }
     kernels, nbytes = [], {}
     for p in packs:
-        copies = max(1, math.ceil(DRAM_WORKING_SET / p.nbytes)) if decode else 1
+        copies = max(1, math.ceil(DRAM_WORKING_SET / p.nbytes)) if stream else 1
         preps = [prepare(p)] + [prepare(clone_packed(p)) for _ in range(copies - 1)]
         for k in kernels_for(p):
             if kernels_filter is not None and not any(f in k.name for f in kernels_filter):
@@ -107,7 +112,9 @@ def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None
             kernels.append(k)
             nbytes[k.name] = p.nbytes
     # taken in a quiet window, and repeated while other processes disturbed it (a shared 2-core machine)
-    times, external = measure_quietly(fns, rounds=rounds)
+    # a warm call before each sample: a single timed call right after another engine's (torch dense ran before
+    # each kernel in the fixed rotation) measured up to 1.2 ms slower than the next ones on a 1.3 ms kernel
+    times, external = measure_quietly(fns, rounds=rounds, warm_each=True)
 
     dense_ms, csr_ms = times["dense"], times["csr"]
     flops = 2.0 * n * out * inp
@@ -130,7 +137,7 @@ def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None
             "sparse_ms": round(ms, 4), "dense_ms": round(dense_ms, 4), "csr_ms": round(csr_ms, 4),
             "speedup_vs_dense": round(speed, 3), "speedup_vs_torch_csr": round(csr_ms / ms, 3),
             "dense_equiv_gflops": round(flops / ms / 1e6, 1),
-            "regime": "decode" if decode else "batched",
+            "regime": "decode" if decode else "batched", "weights_from": "dram" if stream else "cache",
             "ideal": round(ideal, 2), "frac_of_ideal": round(speed / ideal, 3),
             "dense_bytes": out * inp * 4, "sparse_bytes": sparse_bytes,
             "external_load": round(external, 3),
@@ -150,6 +157,9 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="*", default=["float32"], choices=["float32", "bfloat16"])
     ap.add_argument("--kernels", nargs="*", help="substrings of kernel names to include")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--weights-from", choices=["cache", "dram"], default="cache",
+                    help="batched cases: one weight called again and again (cache), or enough copies in turn that "
+                         "each call reads its weight from DRAM (decode cases always do)")
     a = ap.parse_args()
 
     shapes = load_shapes()
@@ -182,7 +192,8 @@ def main() -> None:
             for sp in sps:
                 for t in threads:
                     for dt in dtypes:
-                        for r in run_case(shape, n, st, sp, t, dt, a.kernels, rounds, skip_generic=a.quick):
+                        for r in run_case(shape, n, st, sp, t, dt, a.kernels, rounds, skip_generic=a.quick,
+                                              weights_from=a.weights_from):
                             if a.json:
                                 import json
 

@@ -81,6 +81,10 @@ static inline void bitmask_task(const SpmmArgs& a, const float* xtile, int64_t n
                 } while (lo);
             }
             p[i] = q;
+            // the values of this row's next visit start at q (up to ~2 lines at 50%), its mask word two visits
+            // ahead is the next line's at most (see prefetch_lines)
+            prefetch_lines<3>(vals + q);
+            prefetch_lines<1>(m + i * a.mask_words + 2 * KW);
 #pragma GCC unroll 8
             for (int v = 0; v < VT; ++v) S::storeu(dst + v * S::W, acc[v]);
         }

@@ -25,6 +25,19 @@ static inline typename S::V bcast(const uint16_t* p) { return S::set1_bf16(p); }
 static inline typename S::V vload(const float* p) { return S::loadu(p); }
 static inline typename S::V vload(const uint16_t* p) { return S::loadu_bf16(p); }
 
+// Prefetch the `lines` 64-byte lines from p into L1. The K-blocked kernels (bitmask.h, csr.h) visit the rows of a
+// task in turn, one slab of columns at a time, so a task reads its weights as one stream per row (64 streams)
+// and the hardware prefetchers, which follow a few sequential streams, fetch almost none of them: with the
+// weights in DRAM or in an L3 shared with other work, each visit waited for its first value. A row's next visit
+// comes after the task's other rows (~64 visits later), time enough to fetch its values from DRAM.
+// (Prefetches never fault, so the addresses may run past the arrays.)
+template <int lines>
+static inline void prefetch_lines(const void* p) {
+    const char* c = static_cast<const char*>(p);
+#pragma GCC unroll 4
+    for (int i = 0; i < lines; ++i) __builtin_prefetch(c + 64 * i, 0, 3);
+}
+
 // Token-tile width in vectors for a kernel that keeps `rows` rows of accumulators in registers: as many as fit
 // beside the loads and the broadcast weight, but no wider than 64 tokens, so that N = 128 splits into whole tiles.
 // (At most 8 vectors: with_vectors instantiates register tiles of 1..8 vectors.)
@@ -171,7 +184,7 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
                 }
                 blk = xt + off;
             };
-            int64_t v0, v1, nt, npt;
+            int64_t v0, v1, nt, npt = 0;
             float* blk;
             tokens_of(tid, v0, v1, nt);
             block_of(tid, blk, npt);
@@ -182,7 +195,7 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
             // Runs thread o's tasks (tile outer, so that one tile of xt is reused while it sits in L2) until its
             // queue is empty.
             const auto drain = [&](int64_t o, bool helper) {
-                int64_t u0, u1, un, npo;
+                int64_t u0, u1, un, npo = 0;
                 float* blko;
                 tokens_of(o, u0, u1, un);
                 block_of(o, blko, npo);

@@ -109,6 +109,8 @@ static inline void csr_task(const SpmmArgs& a, const float* xtile, int64_t np, c
                 for (int v = 0; v < VT; ++v) acc[v] = S::fmadd(w, S::loadu(xr + v * S::W), acc[v]);
             }
             cur[i] = q;
+            prefetch_lines<3>(vals + q);  // this row's next visit (see prefetch_lines)
+            prefetch_lines<1>(cols + q);
 #pragma GCC unroll 8
             for (int v = 0; v < VT; ++v) S::storeu(dst + v * S::W, acc[v]);
         }
