@@ -110,7 +110,7 @@ struct BitmaskTask {
     }
 };
 
-template <class WT, int VV, int KW, StoreOrder ORDER>
+template <class WT, int VV, int KW>
 static void bitmask_batched_tiles(const SpmmArgs& a, int64_t min_thread_vectors) {
     constexpr int NT = VV * S::W;
     constexpr int64_t RT = kBitmaskTaskRows;
@@ -121,7 +121,7 @@ static void bitmask_batched_tiles(const SpmmArgs& a, int64_t min_thread_vectors)
         const int64_t r0 = k * RT, rows = imin(a.out, r0 + RT) - r0;
         with_vectors<VV>(vt, BitmaskTask<KW, WT>{a, xtile, np, vals, r0, rows, tmp, NT});
         const int64_t tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
-        store_out<ORDER>(a, tmp, NT, rows, r0, t0, tn);
+        store_out(a, tmp, NT, rows, r0, t0, tn);
     }, min_thread_vectors);
 }
 
@@ -144,11 +144,11 @@ static void bitmask_batched(const SpmmArgs& a) {
     constexpr int VWIDE = S::NREG - 4 >= 8 ? 8 : VV;
     const int64_t nvec = (a.n + S::W - 1) / S::W;
     if (static_cast<double>(a.n_values) > kBitmaskSparseDensity * static_cast<double>(a.out * a.in))
-        bitmask_batched_tiles<WT, VV, 1, StoreOrder::Lines>(a, kSplitTokensMinVectors);
+        bitmask_batched_tiles<WT, VV, 1>(a, kSplitTokensMinVectors);
     else if (nvec >= VWIDE * a.nthreads || (VWIDE > VV && a.out * a.in >= kBitmaskWideRowsElems))
-        bitmask_batched_tiles<WT, VWIDE, 2, StoreOrder::Lines>(a, VWIDE);  // by tokens only if each gets a whole tile
+        bitmask_batched_tiles<WT, VWIDE, 2>(a, VWIDE);  // by tokens only if each gets a whole tile
     else
-        bitmask_batched_tiles<WT, VV, 2, StoreOrder::Tokens>(a, kSplitTokensMinVectors);
+        bitmask_batched_tiles<WT, VV, 2>(a, kSplitTokensMinVectors);
 }
 
 // The W values of a chunk starting at p. A full-width load reads up to W - 1 values past the chunk; only the

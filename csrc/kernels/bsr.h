@@ -90,7 +90,7 @@ struct BsrTask {
             }
         }
         const int64_t rows = (br1 - g * GB) * R, tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
-        store_out<StoreOrder::Tokens>(a, tmp, NT, rows, g * GB * R, t0, tn);
+        store_out(a, tmp, NT, rows, g * GB * R, t0, tn);
     }
 };
 

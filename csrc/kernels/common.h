@@ -267,28 +267,21 @@ static inline void store_block8(const float* tmp, int64_t ld, const float* bias,
 }
 #endif
 
-// The order in which a task's output stage visits y (see store_out).
-enum class StoreOrder {
-    Lines,   // 16 rows (one 64-byte line per token row) for every token, then the next 16 rows
-    Tokens,  // all of the task's rows for 8 tokens, then the next 8 tokens
-};
-
 // y[t0 + t, r0 + i] = act(tmp[i * ld + t] + bias[r0 + i]) for i < rows, t < tn, in 8 x 8 transposes (rows not a
-// multiple of 8 and the tokens after the last multiple of 8 one by one). y's rows are `out` floats apart, so a
-// task's lines of y lie `out` floats apart too, and the order of the stores matters; which order is faster
-// depends on the kernel (measured at N = 128, 2 threads, in one process, 2026-11-30):
-// - BSR tasks of 32 rows (now 64) in Tokens order against the earlier 16-row tasks: 1.02-1.52x faster at 70-99.9%; Lines
-//   order with 32 rows: within 5% of Tokens on three shapes, 0.83-0.95x of it on 1536x384.
-// - bitmask tasks (then 32 rows) in Lines order against Tokens: 0.99-1.24x with 128-token tiles and one-word visits
-//   (1.24x on 3072x768 at 90%), but 64-token tiles with two-word visits on 1536x384 ran 1.05-1.16x faster than
-//   before this session in Tokens order and 0.95-0.99x in Lines order, so that case writes in Tokens order.
-// The stores alone (benchmarks/micro/output_stage.cpp, one thread, y in L2) favour 32 rows in Tokens order over
+// multiple of 8 and the tokens after the last multiple of 8 one by one): all of the task's rows for 8 tokens, then
+// the next 8 tokens. y's rows are `out` floats apart, so a task's lines of y lie `out` floats apart too, and the
+// order of the stores matters. The other order, 16 rows (one line per token row) for every token and then the
+// next 16 rows, walks 64 lines `out` floats apart in a row: with out = 3072 (12 KB) all 64 fall in one set of the
+// 8-way L1 cache, with 1536 in two. Against it, in one process (2026-11-30, N = 128, 2 threads, AVX-512, unstructured
+// 50-95% on four shapes): the CSR kernel 1.00-1.31x (1.31x on 1536x384 at 95%, 1.15x on 3072x768 at 95%), the
+// bitmask kernel 1.00-1.15x (1.06-1.15x at 50%). BSR tasks had measured within 5% on three shapes and 0.83-0.95x in
+// the other order on 1536x384.
+// The stores alone (benchmarks/micro/output_stage.cpp, one thread, y in L2) favour 32 rows in this order over
 // 16-row tasks (22 against 31 us per 128 x 1536 output, 33-34 against 41-42 us per 64 x 3072) and come within
 // 0.9-1.3x of plain full-line stores in the same pattern, so the transposes are not what costs here. In the
 // kernels the stage is bound by the stores into y: leaving it out took 1-19 us off a 62-73 us 4x1 call at 95% on
 // 1536x384 and 33-69 us off 207-229 us on 3072x768 (two threads; y is 0.8 and 1.6 MB, all written on every
 // call); see BENCHMARKS.md, "Where the time goes at 95%".
-template <StoreOrder ORDER>
 static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, int64_t rows, int64_t r0, int64_t t0,
                              int64_t tn) {
     // locals: vector stores may alias anything, so members of `a` read in the loop were reloaded after each store
@@ -313,13 +306,8 @@ static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, in
             else store_block8<1, false>(src, ld, b, dst, ldy);
         }
     };
-    if constexpr (ORDER == StoreOrder::Tokens) {
-        for (int64_t t = 0; t < tn8; t += 8)
-            for (int64_t i = 0; i < rows8; i += 16) block(i, t);
-    } else {
-        for (int64_t i = 0; i < rows8; i += 16)
-            for (int64_t t = 0; t < tn8; t += 8) block(i, t);
-    }
+    for (int64_t t = 0; t < tn8; t += 8)
+        for (int64_t i = 0; i < rows8; i += 16) block(i, t);
 #endif
     for (int64_t t = 0; t < tn; ++t)
         store_row_part(a, tmp, ld, t < tn8 ? rows8 : 0, rows, r0, y + t * ldy, t, gelu);

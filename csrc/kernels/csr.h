@@ -194,7 +194,7 @@ static void csr_batched_tiles(const SpmmArgs& a) {
         const int64_t r0 = task * RT, rows = imin(a.out, r0 + RT) - r0;
         with_vectors<VV>(vt, CsrTask<WT, IT, ROWS>{a, xtile, np, vals, cols, r0, rows, tmp, NT});
         const int64_t tn = imin(static_cast<int64_t>(vt) * S::W, a.n - t0);
-        store_out<StoreOrder::Lines>(a, tmp, NT, rows, r0, t0, tn);
+        store_out(a, tmp, NT, rows, r0, t0, tn);
     });
 }
 
