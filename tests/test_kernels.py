@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsa.formats import pack
-from sparsa.kernels import KERNELS, KernelError, KernelSpec, kernels_for, spmm
+from sparsa.kernels import KERNELS, KernelError, KernelSpec, kernels_for, prepare, spmm
 
 from helpers import assert_close_to_reference, sparse_weight
 
@@ -130,6 +130,24 @@ def test_wrong_inputs_raise_clear_errors():
         h.run(kernels_for(p)[0].index, torch.randn(2, 8).numpy(), torch.empty(3, 8).numpy())
     with pytest.raises(ValueError, match="does not run the bsr format"):
         h.run(wrong.index, torch.randn(2, 8).numpy(), torch.empty(2, 8).numpy())
+
+
+def test_prepared_call_checks_each_new_kernel_and_takes_grad_inputs():
+    # __call__ skips the check of the kernel it checked on the previous call; any other kernel is still checked
+    g = torch.Generator().manual_seed(1)
+    w = sparse_weight(16, 8, "4x1", 0.5, g)
+    q = prepare(pack(w, "4x1"))
+    good = kernels_for(q.packed)[0]
+    wrong = next(k for k in KERNELS if k.format == "bitmask")
+    x = torch.randn(3, 8, generator=g, requires_grad=True)  # no .detach() needed by the caller
+    ref = x.detach().double() @ w.double().T
+    assert torch.allclose(q(x, good).double(), ref, atol=1e-5)
+    with pytest.raises(KernelError, match="cannot run format 'bsr'"):
+        q(x, wrong)
+    with pytest.raises(KernelError, match="cannot run format 'bsr'"):
+        q(x, wrong)
+    assert torch.allclose(q(x, good).double(), ref, atol=1e-5)
+    assert x.requires_grad and x.grad is None
 
 
 def test_concurrent_calls_from_python_threads():

@@ -130,6 +130,7 @@ class Prepared:
         else:
             raise KernelError(f"no kernel entry point for format '{packed.format_name}'")
         self.default_kernel = best_kernel(packed)
+        self._checked: KernelSpec | None = None  # the last explicit kernel __call__ checked against this weight
 
     def __reduce__(self):
         # the C++ handle holds raw pointers: copies and pickles rebind from the (copied) tensors instead
@@ -139,16 +140,25 @@ class Prepared:
                  threads: int = 0, activation: str | None = None) -> torch.Tensor:
         """y = act(x W^T + b); ``activation`` None or "gelu" (erf form, fused into the kernel's output stage)."""
         act = activation_code(activation)
-        spec = self.default_kernel if kernel is None else _resolve(self.packed, kernel)
+        if kernel is None:
+            spec = self.default_kernel
+        elif kernel is self._checked:  # the spec of an earlier call, checked then (specs are frozen)
+            spec = kernel
+        else:
+            spec = _resolve(self.packed, kernel)
+            if isinstance(kernel, KernelSpec):
+                self._checked = spec
         n_out, n_in = self.packed.shape
         if x.dim() != 2 or x.shape[1] != n_in:
             raise KernelError(f"x must have shape (N, {n_in}), got {tuple(x.shape)}")
-        if x.dtype != torch.float32 or x.device.type != "cpu":
+        if x.dtype != torch.float32 or not x.is_cpu:
             raise KernelError(f"x must be a float32 CPU tensor, got {x.dtype} on {x.device}")
         if x.stride(1) != 1:
             x = x.contiguous()
         y = torch.empty(x.shape[0], n_out, dtype=torch.float32) if out is None else out
-        self._handle.run(spec.index, x.detach().numpy(), y.numpy(), threads or torch.get_num_threads(), act)
+        # detach only when needed: it took 0.36 us of the 1.08 us that x.detach().numpy() costs
+        xa = (x.detach() if x.requires_grad else x).numpy()
+        self._handle.run(spec.index, xa, y.numpy(), threads or torch.get_num_threads(), act)
         return y
 
 
@@ -156,7 +166,8 @@ class Prepared:
         """The per-call fast path for callers that checked the inputs themselves (SparseLinear): x (N, in) and
         y (N, out) float32 CPU tensors with unit stride along features, ``spec`` a kernel that runs this weight,
         ``act`` an activation code (see ``activation_code``). The C++ core still checks shapes and strides."""
-        self._handle.run(spec.index, x.detach().numpy(), y.numpy(), threads or torch.get_num_threads(), act)
+        xa = (x.detach() if x.requires_grad else x).numpy()
+        self._handle.run(spec.index, xa, y.numpy(), threads or torch.get_num_threads(), act)
 
 
 def activation_code(activation: str | None) -> int:
