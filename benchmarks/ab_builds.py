@@ -58,16 +58,16 @@ def worker(src: str | None, threads: int, conn) -> None:
                 raise SystemExit(f"{k.name} is wrong on {key} in {sparsa.__file__}")
             # further weights of the same kind, called in turn: together larger than the L3 cache, so that every
             # call reads its weight from DRAM, as the layers of a model do
-            hs = [q._handle] + [K.prepare(fs[0].pack(make_weight(out, inp, structure, sparsity), st, torch.float32))
-                                ._handle for _ in range(copies - 1)]
+            qs = [q] + [K.prepare(fs[0].pack(make_weight(out, inp, structure, sparsity), st, torch.float32))
+                        for _ in range(copies - 1)]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
                 wc = w.to_sparse_csr()
             xn, yn, turn = x.numpy(), y.numpy(), [0]
 
-            def sparse(hs=hs, k=k, xn=xn, yn=yn, turn=turn):
-                turn[0] = (turn[0] + 1) % len(hs)
-                hs[turn[0]].run(k.index, xn, yn, threads, 0)
+            def sparse(qs=qs, k=k, xn=xn, yn=yn, turn=turn):
+                turn[0] = (turn[0] + 1) % len(qs)
+                qs[turn[0]]._handle.run(k.index, xn, yn, threads, 0)
 
             cases[key] = {"dense": lambda: torch.nn.functional.linear(x, w), "csr": lambda: torch.sparse.mm(wc, x.T),
                           "sparse": sparse}

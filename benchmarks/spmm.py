@@ -113,7 +113,7 @@ def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None
             nbytes[k.name] = p.nbytes
     # taken in a quiet window, and repeated while other processes disturbed it (a shared 2-core machine)
     # a warm call before each sample: a single timed call right after another engine's (torch dense ran before
-    # each kernel in the fixed rotation) measured up to 1.2 ms slower than the next ones on a 1.3 ms kernel
+    # each kernel in the fixed rotation) measured up to 1.4 ms slower than the next ones on a 1.3 ms kernel
     times, external = measure_quietly(fns, rounds=rounds, warm_each=True)
 
     dense_ms, csr_ms = times["dense"], times["csr"]

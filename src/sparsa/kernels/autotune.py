@@ -155,7 +155,7 @@ def measure(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int
             candidates: list[KernelSpec] | None = None, reps: int = 7) -> Choice:
     """Time dense and every candidate kernel for ``n`` tokens and pick the winner. Each candidate in turn gets one
     untimed call, then the median of ``reps`` calls: the untimed call takes the cost of following another
-    candidate (up to 1.2 ms on a 1.3 ms kernel right after torch's matmul, BENCHMARKS.md)."""
+    candidate (up to 1.4 ms on a 1.3 ms kernel right after torch's matmul, BENCHMARKS.md)."""
     packed = prepared.packed
     out, inp = packed.shape
     cands = candidates if candidates is not None else kernels_for(packed)
