@@ -54,6 +54,14 @@ def make_weight(out: int, inp: int, structure: str, sparsity: float, seed: int =
     return w * keep
 
 
+def packed_case(shape: str, structure: str, sparsity: float):
+    """The weight of a micro benchmark's case ("OUTxIN") and its fp32 packing in the structure's first layout."""
+    out, inp = (int(v) for v in shape.split("x"))
+    st = parse_structure(structure)
+    w = make_weight(out, inp, structure, sparsity)
+    return w, formats_for(st)[0].pack(w, st, torch.float32)
+
+
 def clone_packed(p):
     import dataclasses
 

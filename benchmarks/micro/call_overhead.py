@@ -17,11 +17,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from spmm import make_weight  # noqa: E402
+from spmm import packed_case  # noqa: E402
 
 import sparsa.kernels as K  # noqa: E402
-from sparsa.formats import formats_for  # noqa: E402
-from sparsa.structure import parse_structure  # noqa: E402
 
 
 def main() -> None:
@@ -33,11 +31,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=21)
     a = ap.parse_args()
-    out, inp = (int(v) for v in a.shape.split("x"))
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
-    st = parse_structure(a.structure)
-    p = formats_for(st)[0].pack(make_weight(out, inp, a.structure, a.sparsity), st, torch.float32)
+    _, p = packed_case(a.shape, a.structure, a.sparsity)
+    out, inp = p.shape
     q = K.prepare(p)
     k = K.kernels_for(p)[0]  # the widest ISA's kernel for this layout
     x, y = torch.randn(a.n, inp), torch.empty(a.n, out)

@@ -21,11 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from spmm import make_weight  # noqa: E402
+from spmm import packed_case  # noqa: E402
 
 import sparsa.kernels as K  # noqa: E402
-from sparsa.formats import formats_for  # noqa: E402
-from sparsa.structure import parse_structure  # noqa: E402
 
 
 def main() -> None:
@@ -37,12 +35,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=20)
     a = ap.parse_args()
-    out, inp = (int(v) for v in a.shape.split("x"))
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
-    w = make_weight(out, inp, a.structure, a.sparsity)
-    st = parse_structure(a.structure)
-    p = formats_for(st)[0].pack(w, st, torch.float32)
+    w, p = packed_case(a.shape, a.structure, a.sparsity)
+    out, inp = p.shape
     q, x, y = K.prepare(p), torch.randn(a.n, inp), torch.empty(a.n, out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
