@@ -19,6 +19,9 @@
 #include <vector>
 
 #include "../../csrc/simd/avx2.h"
+#ifdef __AVX512F__
+#include "../../csrc/simd/avx512.h"
+#endif
 
 constexpr int NT = 64, G = 16;  // a task: 16 output rows (one 64-byte line of y per token) x 64 tokens
 
@@ -59,28 +62,10 @@ void paired(const float* tmp, float* y, int ldy, const float* bias) {
 void full_lines(const float* tmp, float* y, int ldy, const float* bias) {
     const __m512 b = _mm512_loadu_ps(bias);
     for (int t = 0; t < NT; t += 16) {
-        __m512 r[16], u[16];
+        __m512 r[16];
         for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(tmp + i * NT + t);
-        for (int i = 0; i < 16; i += 2) {
-            u[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-            u[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-        }
-        for (int i = 0; i < 16; i += 4) {
-            r[i] = _mm512_shuffle_ps(u[i], u[i + 2], 0x44);
-            r[i + 1] = _mm512_shuffle_ps(u[i], u[i + 2], 0xEE);
-            r[i + 2] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0x44);
-            r[i + 3] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0xEE);
-        }
-        for (int j = 0; j < 4; ++j) {
-            const __m512 a = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), c = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-            const __m512 d = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-            const __m512 e = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-            u[j] = _mm512_shuffle_f32x4(a, d, 0x88);
-            u[8 + j] = _mm512_shuffle_f32x4(a, d, 0xDD);
-            u[4 + j] = _mm512_shuffle_f32x4(c, e, 0x88);
-            u[12 + j] = _mm512_shuffle_f32x4(c, e, 0xDD);
-        }
-        for (int j = 0; j < 16; ++j) _mm512_storeu_ps(y + (t + j) * ldy, _mm512_add_ps(u[j], b));
+        SimdAvx512::transpose16(r);
+        for (int j = 0; j < 16; ++j) _mm512_storeu_ps(y + (t + j) * ldy, _mm512_add_ps(r[j], b));
     }
 }
 #endif

@@ -94,12 +94,85 @@ struct BsrTask {
     }
 };
 
+// The register-tile variant (the "_rt" kernels; R x 1 blocks with R dividing 16): a tile is 16 output rows x one
+// vector of tokens with all 16 rows' accumulators in registers. Each block costs one load of xt and R broadcast
+// weights for R FMAs, against BsrTask's P = 4 rows x 4 vectors per load; in exchange nothing passes through tmp:
+// once its block-rows are done the tile is transposed in registers (S::transpose16, or two transpose8 with AVX2)
+// and each token's 16 rows leave as one whole 64-byte line of y, token tiles outer and row tiles inner, so every
+// token row of y is written front to back. At high sparsity, where BsrTask's time goes to its output stage
+// (tmp written by the FMAs, read back, transposed, stored 256 bytes per token row of a task), that is what counts;
+// the automatic choice measures both kernels per layer.
 template <int R, int C, class WT, class IT>
+struct BsrRegTileTask {
+    static_assert(C == 1 && 16 % R == 0, "register tiles take R x 1 blocks with R dividing 16");
+    static constexpr int TR = 16;               // rows per register tile
+    static constexpr int BR = TR / R;           // block-rows per tile
+    static constexpr int Q = R >= 8 ? 1 : 8 / R;  // block-rows run side by side: >= 8 independent FMA chains
+    static constexpr int G = 64;                // rows per task: four tiles
+    static constexpr int NT = S::W;             // one vector of tokens per tile
+    const SpmmArgs& a;
+    const WT* vals;
+    const IT* cols;
+    int64_t nbr;
+
+    // Q block-rows from the tile's block-row j0 (brow0 + j0 onwards, those below nb), side by side for as many
+    // blocks as all of them have, then each one's remaining blocks.
+    template <int J0>
+    void group(typename S::V (&acc)[TR], const float* xt, int64_t np, int64_t brow0, int64_t nb) const {
+        int64_t b[Q], e[Q];
+        int64_t m = std::numeric_limits<int64_t>::max();
+#pragma GCC unroll 8
+        for (int q = 0; q < Q; ++q) {
+            const bool on = J0 + q < nb;
+            b[q] = on ? a.row_ptr[brow0 + J0 + q] : 0;
+            e[q] = on ? a.row_ptr[brow0 + J0 + q + 1] : 0;
+            m = imin(m, e[q] - b[q]);
+        }
+        for (int64_t s = 0; s < m; ++s) {
+#pragma GCC unroll 8
+            for (int q = 0; q < Q; ++q) block(acc, J0 + q, xt, np, b[q] + s);
+        }
+#pragma GCC unroll 8
+        for (int q = 0; q < Q; ++q)
+            for (int64_t bb = b[q] + m; bb < e[q]; ++bb) block(acc, J0 + q, xt, np, bb);
+    }
+
+    // block b of the tile's block-row j (a constant once the loops above are unrolled: acc stays in registers)
+    __attribute__((always_inline)) void block(typename S::V (&acc)[TR], int j, const float* xt, int64_t np,
+                                              int64_t b) const {
+        const typename S::V xv = S::loadu(xt + static_cast<int64_t>(cols[b]) * np);
+        const WT* w = vals + b * R;
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) acc[j * R + i] = S::fmadd(bcast(w + i), xv, acc[j * R + i]);
+    }
+
+    template <int J0>
+    void groups(typename S::V (&acc)[TR], const float* xt, int64_t np, int64_t brow0, int64_t nb) const {
+        if constexpr (J0 < BR) {
+            if (J0 < nb) group<J0>(acc, xt, np, brow0, nb);
+            groups<J0 + Q>(acc, xt, np, brow0, nb);
+        }
+    }
+
+    void operator()(const float* xtile, int64_t np, int64_t t0, int, int64_t g) const {
+        const int64_t tn = imin(S::W, a.n - t0), r1 = imin(a.out, (g + 1) * G);
+        for (int64_t r0 = g * G; r0 < r1; r0 += TR) {
+            typename S::V acc[TR];
+#pragma GCC unroll 16
+            for (int i = 0; i < TR; ++i) acc[i] = S::zero();
+            const int64_t brow0 = r0 / R;
+            groups<0>(acc, xtile, np, brow0, imin(BR, nbr - brow0));
+            store_tile16(a, acc, r0, imin(TR, a.out - r0), t0, tn);
+        }
+    }
+};
+
+template <int R, int C, class WT, class IT, template <int, int, class, class> class Task>
 static void bsr_batched(const SpmmArgs& a) {
-    using T = BsrTask<R, C, WT, IT>;
+    using T = Task<R, C, WT, IT>;
     const int64_t nbr = a.out / R;
     const T task{a, static_cast<const WT*>(a.values), static_cast<const IT*>(a.col_idx), nbr};
-    batched_tasks<T::NT>(a, (nbr + T::GB - 1) / T::GB, task);
+    batched_tasks<T::NT>(a, (a.out + T::G - 1) / T::G, task);
 }
 
 // One block-row for NTOK tokens. Accumulators are indexed by compile-time constants only, so they stay in
@@ -170,15 +243,16 @@ static void bsr_decode(const SpmmArgs& a) {
     }
 }
 
-template <int R, int C, class WT>
+// Decode (N <= kDecodeMaxN) is the same for both batched variants.
+template <int R, int C, class WT, template <int, int, class, class> class Task = BsrTask>
 static void bsr_kernel(const SpmmArgs& a) {
     if (a.n <= kDecodeMaxN) {
         if (a.idx_type == IdxType::U16) bsr_decode<R, C, WT, uint16_t>(a);
         else bsr_decode<R, C, WT, int32_t>(a);
         act_rows(a);
     } else {
-        if (a.idx_type == IdxType::U16) bsr_batched<R, C, WT, uint16_t>(a);
-        else bsr_batched<R, C, WT, int32_t>(a);
+        if (a.idx_type == IdxType::U16) bsr_batched<R, C, WT, uint16_t, Task>(a);
+        else bsr_batched<R, C, WT, int32_t, Task>(a);
     }
 }
 

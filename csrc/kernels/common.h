@@ -313,6 +313,60 @@ static inline void store_out(const SpmmArgs& a, const float* tmp, int64_t ld, in
         store_row_part(a, tmp, ld, t < tn8 ? rows8 : 0, rows, r0, y + t * ldy, t, gelu);
 }
 
+// A register tile of 16 rows (acc[i] = row r0 + i for the W tokens from t0) into y with the bias (and GELU), for
+// the kernels that keep whole tiles in registers: with AVX-512 one 16 x 16 transpose, each token's 16 rows then
+// one 64-byte store; with AVX2 two 8 x 8 transposes, the two halves of each token's line stored back to back.
+// Tiles of fewer rows (the last of an `out` not a multiple of 16) and the other ISAs go through a buffer, one
+// value at a time; tokens past tn (the zero padding of the last vector) are not stored.
+static inline void store_tile16(const SpmmArgs& a, typename S::V (&acc)[16], int64_t r0, int64_t rows, int64_t t0,
+                                int64_t tn) {
+    float* const y = a.y + t0 * a.ldy + r0;
+    const int64_t ldy = a.ldy;
+    const bool gelu = a.act == Act::GELU;
+#if defined(__AVX512F__)
+    if (rows == 16) {
+        const __m512 b = a.bias ? _mm512_loadu_ps(a.bias + r0) : _mm512_setzero_ps();
+        S::transpose16(acc);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j)
+            if (j < tn) {
+                __m512 v = _mm512_add_ps(acc[j], b);
+                if (gelu) v = vgelu<S>(v);
+                _mm512_storeu_ps(y + j * ldy, v);
+            }
+        return;
+    }
+#elif defined(__AVX2__)
+    if (rows == 16) {
+        __m256 lo[8], hi[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {
+            lo[i] = acc[i];
+            hi[i] = acc[8 + i];
+        }
+        S::transpose8(lo);
+        S::transpose8(hi);
+        const __m256 b0 = a.bias ? _mm256_loadu_ps(a.bias + r0) : _mm256_setzero_ps();
+        const __m256 b1 = a.bias ? _mm256_loadu_ps(a.bias + r0 + 8) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j)
+            if (j < tn) {
+                __m256 v0 = _mm256_add_ps(lo[j], b0), v1 = _mm256_add_ps(hi[j], b1);
+                if (gelu) {
+                    v0 = vgelu<S>(v0);
+                    v1 = vgelu<S>(v1);
+                }
+                _mm256_storeu_ps(y + j * ldy, v0);
+                _mm256_storeu_ps(y + j * ldy + 8, v1);
+            }
+        return;
+    }
+#endif
+    alignas(64) float buf[16 * S::W];
+    for (int i = 0; i < 16; ++i) S::storeu(buf + i * S::W, acc[i]);
+    for (int64_t t = 0; t < tn; ++t) store_row_part(a, buf, S::W, 0, rows, r0, y + t * ldy, t, gelu);
+}
+
 // Calls f.template run<VT>() with the compile-time vector count VT = vt (1 <= vt <= VMAX <= 8): the last token
 // tile of a call may be narrower than the full tile, and register tiles need their width at compile time.
 template <int VMAX, class F>

@@ -9,9 +9,16 @@
     {"f32_bsr" #R "x" #C "_spmm__" sfx, Format::BSR, isa, WDType::F32, R, C, &bsr_kernel<R, C, float>},    \
     {"bf16_bsr" #R "x" #C "_spmm__" sfx, Format::BSR, isa, WDType::BF16, R, C, &bsr_kernel<R, C, uint16_t>}
 
+// The register-tile variant of an R x 1 tile (bsr.h, BsrRegTileTask): suffix "rt".
+#define SPARSA_BSR_RT_ENTRY(R, isa, sfx)                                                                       \
+    {"f32_bsr" #R "x1rt_spmm__" sfx, Format::BSR, isa, WDType::F32, R, 1, &bsr_kernel<R, 1, float, BsrRegTileTask>}, \
+    {"bf16_bsr" #R "x1rt_spmm__" sfx, Format::BSR, isa, WDType::BF16, R, 1,                                     \
+     &bsr_kernel<R, 1, uint16_t, BsrRegTileTask>}
+
 #define SPARSA_KERNEL_LIST(isa, sfx)                                                                        \
     SPARSA_BSR_ENTRY(4, 1, isa, sfx), SPARSA_BSR_ENTRY(8, 1, isa, sfx), SPARSA_BSR_ENTRY(16, 1, isa, sfx), \
-    SPARSA_BSR_ENTRY(1, 4, isa, sfx),                                                                      \
+    SPARSA_BSR_ENTRY(1, 4, isa, sfx), SPARSA_BSR_RT_ENTRY(4, isa, sfx), SPARSA_BSR_RT_ENTRY(8, isa, sfx),  \
+    SPARSA_BSR_RT_ENTRY(16, isa, sfx),                                                                     \
     {"f32_bitmask_spmm__" sfx, Format::BITMASK, isa, WDType::F32, 0, 0, &bitmask_kernel<float>},           \
     {"bf16_bitmask_spmm__" sfx, Format::BITMASK, isa, WDType::BF16, 0, 0, &bitmask_kernel<uint16_t>},      \
     {"f32_nm_spmm__" sfx, Format::NM, isa, WDType::F32, 0, 0, &bitmask_kernel<float>},                     \

@@ -52,4 +52,29 @@ struct SimdAvx512 {
     static float reduce(V v) { return _mm512_reduce_add_ps(v); }
     static V expand(V loaded, unsigned bits) { return _mm512_maskz_expand_ps(static_cast<__mmask16>(bits), loaded); }
     static void transpose8(__m256 r[8]) { SimdAvx2::transpose8(r); }
+    // r[i] = row i of a 16 x 16 tile -> r[j] = column j: pairs of rows interleaved, then quads, then the four
+    // 128-bit lanes exchanged in two steps (64 shuffles).
+    static void transpose16(V r[16]) {
+        V u[16];
+        for (int i = 0; i < 16; i += 2) {
+            u[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            u[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 16; i += 4) {
+            r[i] = _mm512_shuffle_ps(u[i], u[i + 2], 0x44);
+            r[i + 1] = _mm512_shuffle_ps(u[i], u[i + 2], 0xEE);
+            r[i + 2] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0x44);
+            r[i + 3] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0xEE);
+        }
+        for (int j = 0; j < 4; ++j) {
+            const V a = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), c = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+            const V d = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+            const V e = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+            u[j] = _mm512_shuffle_f32x4(a, d, 0x88);
+            u[8 + j] = _mm512_shuffle_f32x4(a, d, 0xDD);
+            u[4 + j] = _mm512_shuffle_f32x4(c, e, 0x88);
+            u[12 + j] = _mm512_shuffle_f32x4(c, e, 0xDD);
+        }
+        for (int i = 0; i < 16; ++i) r[i] = u[i];
+    }
 };
