@@ -53,45 +53,63 @@ static inline int64_t rows_per_task(int64_t rows, int nthreads) {
     return imax(1, imin(64, rows / (8 * imax(1, nthreads))));
 }
 
-// xt[k * np + t - t0] = x[t * ldx + k] for k0 <= k < k0 + kn and t0 <= t < t1 (t0 a multiple of 8), 0 where
-// t >= n: xt points at the column of token t0.
+// Columns per step of the x transposes: one whole 64-byte line of each row of x. With 8 (half a line) the two
+// halves of a line were read in two passes over the token rows, and rows `in` floats apart share few L1 sets
+// (in = 3072: one; every row of x 12 KB apart), so the line was gone by the second pass and came from L2 or L3
+// twice.
+constexpr int64_t kTransposeCols = 16;
+// How far ahead, in lines of the same rows of x, the transposes prefetch: a step reads one line from each of 8
+// rows `in` floats apart, streams the hardware prefetchers do not pick up.
+constexpr int kTransposePrefetchLines = 2;
+
+// xt[k * np + t - t0] = x[t * ldx + k] for k0 <= k < k0 + kn (kn <= kTransposeCols) and t0 <= t < t1 (t0 a
+// multiple of 8), 0 where t >= n: xt points at the column of token t0.
 static inline void transpose_part(const float* x, int64_t n, int64_t ldx, float* xt, int64_t np, int64_t k0,
                                   int64_t kn, int64_t t0, int64_t t1) {
     const int64_t tn = imin(n, t1);
-    int64_t t = t0;
+    int64_t tv = t0, kv = 0;  // the vector path covers tokens t0 .. tv, columns k0 .. k0 + kv
 #ifdef __AVX2__
-    if (kn == 8) {
-        for (; t + 8 <= tn; t += 8) {
+    if (kn >= 8) {
+        kv = kn == 16 ? 16 : 8;
+        for (; tv + 8 <= tn; tv += 8) {
+            const float* xr = x + tv * ldx + k0;
             __m256 r[8];
-            for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + (t + i) * ldx + k0);
-            S::transpose8(r);  // r[j] = column k0 + j over tokens t .. t+7
-            for (int j = 0; j < 8; ++j) _mm256_storeu_ps(xt + (k0 + j) * np + (t - t0), r[j]);
+            for (int i = 0; i < 8; ++i) __builtin_prefetch(xr + i * ldx + 16 * kTransposePrefetchLines, 0, 3);
+            for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(xr + i * ldx);
+            S::transpose8(r);  // r[j] = column k0 + j over tokens tv .. tv+7
+            for (int j = 0; j < 8; ++j) _mm256_storeu_ps(xt + (k0 + j) * np + (tv - t0), r[j]);
+            if (kv == 16) {
+                for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(xr + i * ldx + 8);
+                S::transpose8(r);
+                for (int j = 0; j < 8; ++j) _mm256_storeu_ps(xt + (k0 + 8 + j) * np + (tv - t0), r[j]);
+            }
         }
     }
 #endif
-    for (; t < tn; ++t)
-        for (int64_t k = k0; k < k0 + kn; ++k) xt[k * np + (t - t0)] = x[t * ldx + k];
+    for (int64_t t = t0; t < tn; ++t)
+        for (int64_t k = t < tv ? k0 + kv : k0; k < k0 + kn; ++k) xt[k * np + (t - t0)] = x[t * ldx + k];
     for (int64_t k = k0; k < k0 + kn; ++k)
         for (int64_t tt = imax(t0, n); tt < t1; ++tt) xt[k * np + (tt - t0)] = 0.0f;
 }
 
-// 8-column blocks a thread claims at once in transpose_in: 64 columns, i.e. 64 rows of xt in one run of memory.
-// One block at a time interleaved the threads' rows, and a core's prefetches of the lines after its own took the
-// other's; claiming 8 measured 1.02-1.14x faster at N = 32 (4x1 and unstructured, 90%) and 1.03-1.04x on the
-// rows-shared 128-token tiles of 3072x768 and 768x3072 at 95% (two threads, in one process).
-constexpr int64_t kTransposeClaimBlocks = 8;
+// Column blocks (kTransposeCols wide) a thread claims at once in transpose_in: 64 columns, i.e. 64 rows of xt in
+// one run of memory. One 8-column block at a time interleaved the threads' rows, and a core's prefetches of the
+// lines after its own took the other's; claiming 64 columns measured 1.02-1.14x faster at N = 32 (4x1 and
+// unstructured, 90%) and 1.03-1.04x on the rows-shared 128-token tiles of 3072x768 and 768x3072 at 95% (two
+// threads, in one process).
+constexpr int64_t kTransposeClaimBlocks = 64 / kTransposeCols;
 
-// All of xt (tokens 0 .. t1) by the threads of the enclosing parallel region, which claim runs of 8-column blocks
+// All of xt (tokens 0 .. t1) by the threads of the enclosing parallel region, which claim runs of column blocks
 // from `claimed` and count the blocks in `done`; each returns once every block is written. Unlike a worksharing
 // loop with a barrier, no thread waits for another to arrive: the two vCPUs of this VM are at times far from
 // equally available (one thread's call as fast as two's), and a static split then waited for the slower half.
 static void transpose_in(const float* x, int64_t n, int64_t in, int64_t ldx, float* xt, int64_t np, int64_t t1,
                          std::atomic<int64_t>& claimed, std::atomic<int64_t>& done) {
-    const int64_t nkb = (in + 7) / 8;
-    constexpr int64_t CH = kTransposeClaimBlocks;
+    constexpr int64_t KC = kTransposeCols, CH = kTransposeClaimBlocks;
+    const int64_t nkb = (in + KC - 1) / KC;
     for (int64_t c; (c = claimed.fetch_add(CH, std::memory_order_relaxed)) < nkb;) {
         for (int64_t kb = c; kb < imin(nkb, c + CH); ++kb)
-            transpose_part(x, n, ldx, xt, np, kb * 8, imin(8, in - kb * 8), 0, t1);
+            transpose_part(x, n, ldx, xt, np, kb * KC, imin(KC, in - kb * KC), 0, t1);
         done.fetch_add(imin(nkb, c + CH) - c, std::memory_order_release);
     }
     while (done.load(std::memory_order_acquire) < nkb) {
@@ -189,8 +207,8 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
             tokens_of(tid, v0, v1, nt);
             block_of(tid, blk, npt);
             // the last thread's vectors end with the tokens past n that fill the last vector: those are zeroed
-            for (int64_t kb = 0; kb < (a.in + 7) / 8; ++kb)
-                transpose_part(a.x, a.n, a.ldx, blk, npt, kb * 8, imin(8, a.in - kb * 8), v0 * S::W, v1 * S::W);
+            for (int64_t k0 = 0; k0 < a.in; k0 += kTransposeCols)
+                transpose_part(a.x, a.n, a.ldx, blk, npt, k0, imin(kTransposeCols, a.in - k0), v0 * S::W, v1 * S::W);
             queues[tid].ready.store(1, std::memory_order_release);
             // Runs thread o's tasks (tile outer, so that one tile of xt is reused while it sits in L2) until its
             // queue is empty.
