@@ -55,19 +55,22 @@ void require_contiguous_1d(const Array& a, const char* name) {
 }
 
 // A 2-D fp32 matrix whose rows are contiguous (any row stride); returns the row stride.
+// Per call, like kernel_at and PackedHandle::run: these build their messages only on failure (built eagerly, the
+// strings cost ~1 us per call, a third of the core's own share of a small call).
 int64_t require_rows(const Array& a, const char* name) {
-    require(is_f32(a), std::string(name) + " must be float32");
-    require(a.ndim() == 2, std::string(name) + " must be 2-D (tokens, features), got " + std::to_string(a.ndim()) + "-D");
-    require(a.shape(1) <= 1 || a.stride(1) == 1, std::string(name) + " rows must be contiguous (stride 1 along features)");
+    if (!is_f32(a)) fail(std::string(name) + " must be float32");
+    if (a.ndim() != 2) fail(std::string(name) + " must be 2-D (tokens, features), got " + std::to_string(a.ndim()) + "-D");
+    if (a.shape(1) > 1 && a.stride(1) != 1)
+        fail(std::string(name) + " rows must be contiguous (stride 1 along features)");
     return a.shape(0) <= 1 ? static_cast<int64_t>(a.shape(1)) : static_cast<int64_t>(a.stride(0));
 }
 
 const KernelInfo& kernel_at(int index) {
     const auto& reg = kernel_registry();
-    require(index >= 0 && index < static_cast<int>(reg.size()), "unknown kernel index " + std::to_string(index));
+    if (index < 0 || index >= static_cast<int>(reg.size())) fail("unknown kernel index " + std::to_string(index));
     const KernelInfo& k = reg[index];
-    require(isa_available(k.isa), std::string("kernel ") + k.name + " needs " + isa_name(k.isa) +
-                                      ", which this CPU does not support");
+    if (!isa_available(k.isa))
+        fail(std::string("kernel ") + k.name + " needs " + isa_name(k.isa) + ", which this CPU does not support");
     return k;
 }
 
@@ -172,26 +175,27 @@ class PackedHandle {
     // act: 0 none, 1 GELU (erf form) applied after the bias in the kernel's output stage.
     void run(int kernel, const Array& x, const Array& y, int threads, int act) const {
         const KernelInfo& k = kernel_at(kernel);
-        require(k.format == format_, std::string(k.name) + " does not run the " + format_name(format_) + " format");
-        require(k.wdtype == base_.wdtype, std::string(k.name) + " takes " + wdtype_name(k.wdtype) + " values, this weight has " +
-                                              wdtype_name(base_.wdtype));
-        require(k.br == 0 || (k.br == base_.br && k.bc == base_.bc),
-                std::string(k.name) + " handles " + std::to_string(k.br) + "x" + std::to_string(k.bc) + " blocks, not " +
-                    std::to_string(base_.br) + "x" + std::to_string(base_.bc));
+        if (k.format != format_) fail(std::string(k.name) + " does not run the " + format_name(format_) + " format");
+        if (k.wdtype != base_.wdtype)
+            fail(std::string(k.name) + " takes " + wdtype_name(k.wdtype) + " values, this weight has " +
+                 wdtype_name(base_.wdtype));
+        if (k.br != 0 && (k.br != base_.br || k.bc != base_.bc))
+            fail(std::string(k.name) + " handles " + std::to_string(k.br) + "x" + std::to_string(k.bc) + " blocks, not " +
+                 std::to_string(base_.br) + "x" + std::to_string(base_.bc));
         SpmmArgs a = base_;
         a.ldx = require_rows(x, "x");
         a.ldy = require_rows(y, "y");
         a.n = static_cast<int64_t>(x.shape(0));
-        require(static_cast<int64_t>(x.shape(1)) == a.in,
-                "x has " + std::to_string(x.shape(1)) + " features, the weight expects " + std::to_string(a.in));
-        require(static_cast<int64_t>(y.shape(0)) == a.n && static_cast<int64_t>(y.shape(1)) == a.out,
-                "y must have shape (" + std::to_string(a.n) + ", " + std::to_string(a.out) + ")");
+        if (static_cast<int64_t>(x.shape(1)) != a.in)
+            fail("x has " + std::to_string(x.shape(1)) + " features, the weight expects " + std::to_string(a.in));
+        if (static_cast<int64_t>(y.shape(0)) != a.n || static_cast<int64_t>(y.shape(1)) != a.out)
+            fail("y must have shape (" + std::to_string(a.n) + ", " + std::to_string(a.out) + ")");
         if (a.n == 0 || a.out == 0) return;
         a.x = static_cast<const float*>(x.data());
         a.y = static_cast<float*>(y.data());
         a.nthreads = threads > 0 ? threads : num_threads();
         a.work = workspace(a.n, a.in, a.nthreads);
-        require(act == 0 || act == 1, "act must be 0 (none) or 1 (gelu), got " + std::to_string(act));
+        if (act != 0 && act != 1) fail("act must be 0 (none) or 1 (gelu), got " + std::to_string(act));
         a.act = static_cast<Act>(act);
         nb::gil_scoped_release release;
         k.fn(a);
