@@ -59,7 +59,8 @@ void require_contiguous_1d(const Array& a, const char* name) {
 // strings cost ~1 us per call, a third of the core's own share of a small call).
 int64_t require_rows(const Array& a, const char* name) {
     if (!is_f32(a)) fail(std::string(name) + " must be float32");
-    if (a.ndim() != 2) fail(std::string(name) + " must be 2-D (tokens, features), got " + std::to_string(a.ndim()) + "-D");
+    if (a.ndim() != 2)
+        fail(std::string(name) + " must be 2-D (tokens, features), got " + std::to_string(a.ndim()) + "-D");
     if (a.shape(1) > 1 && a.stride(1) != 1)
         fail(std::string(name) + " rows must be contiguous (stride 1 along features)");
     return a.shape(0) <= 1 ? static_cast<int64_t>(a.shape(1)) : static_cast<int64_t>(a.stride(0));
@@ -180,8 +181,8 @@ class PackedHandle {
             fail(std::string(k.name) + " takes " + wdtype_name(k.wdtype) + " values, this weight has " +
                  wdtype_name(base_.wdtype));
         if (k.br != 0 && (k.br != base_.br || k.bc != base_.bc))
-            fail(std::string(k.name) + " handles " + std::to_string(k.br) + "x" + std::to_string(k.bc) + " blocks, not " +
-                 std::to_string(base_.br) + "x" + std::to_string(base_.bc));
+            fail(std::string(k.name) + " handles " + std::to_string(k.br) + "x" + std::to_string(k.bc) +
+                 " blocks, not " + std::to_string(base_.br) + "x" + std::to_string(base_.bc));
         SpmmArgs a = base_;
         a.ldx = require_rows(x, "x");
         a.ldy = require_rows(y, "y");

@@ -190,7 +190,8 @@ static void batched_tasks(const SpmmArgs& a, int64_t ntasks, const F& task,
             // 128 x 1536 in 30 us against 37 us on one, 128 x 384 in 8.3 against 6.7 us, and up to 4x slower in
             // the host's slow phases (benchmarks/micro/xt_layout.cpp): a core streaming along its lines of a row
             // pulls in the other thread's next to them, and every write then takes them back. Separate blocks:
-            // 20 and 3.7 us; in the kernels up to 1.2x at 90-95% (BENCHMARKS.md, "Current figures", 2026-11-30).
+            // 20 and 3.7 us; in the kernels up to 1.2x at 90-95% (BENCHMARKS.md, "Figures of 2026-11-30
+            // 08:35-10:35 UTC").
             // Rows are the thread's token count (rounded up to 16) apart when it runs one tile, which then reads
             // whole rows: the odd-line padding of xt_stride, kept for threads with several tiles, cost 0-16% there.
             const auto block_of = [&](int64_t t, float*& blk, int64_t& npt) {
