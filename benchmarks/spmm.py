@@ -107,7 +107,7 @@ def run_case(shape, n, structure, sparsity, threads, wdtype, kernels_filter=None
     for p in packs:
         copies = max(1, math.ceil(DRAM_WORKING_SET / p.nbytes)) if stream else 1
         preps = [prepare(p)] + [prepare(clone_packed(p)) for _ in range(copies - 1)]
-        for k in kernels_for(p):
+        for k in kernels_for(p, n=n):
             if kernels_filter is not None and not any(f in k.name for f in kernels_filter):
                 continue
             if skip_generic and k.block is None and p.format_name == "bsr":

@@ -69,6 +69,9 @@ struct KernelInfo {
     WDType wdtype;
     int br, bc;        // BSR: the block shape this kernel is specialised for; 0,0 = any shape (generic)
     KernelFn fn;
+    // A variant of another kernel's batched path only: with n <= kDecodeMaxN it runs that kernel's decode code, so
+    // the automatic choice and the benchmarks leave it out there instead of timing the same code twice.
+    bool batched_only = false;
 };
 
 }  // namespace sparsa

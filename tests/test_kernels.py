@@ -107,6 +107,29 @@ def test_best_kernel_prefers_wide_isa_and_specialised_tiles():
     assert ks[0].isa in ("avx512", "avx2", "neon", "scalar")
 
 
+@pytest.mark.parametrize("block", [(4, 1), (8, 1), (16, 1)])
+def test_batched_only_variants_run_their_base_decode_and_are_left_out_there(block):
+    """The register-tile ("rt") variants share the R x 1 kernel's decode code: bit-identical outputs at
+    n <= DECODE_MAX_N, so kernels_for(..., n) leaves them out there and keeps them above it."""
+    from sparsa.kernels import DECODE_MAX_N
+
+    r, c = block
+    g = torch.Generator().manual_seed(5)
+    w = sparse_weight(6 * 16 + r, 40, f"{r}x{c}", 0.7, g)
+    p = pack(w, f"{r}x{c}")
+    b = torch.randn(w.shape[0], generator=g)
+    variants = [k for k in kernels_for(p) if k.batched_only]
+    assert variants and all(k.name.endswith(f"{r}x{c}rt_spmm__" + k.isa) for k in variants)
+    assert all(not k.batched_only for k in KERNELS if "rt_spmm" not in k.name)
+    for k in variants:
+        base = next(kb for kb in kernels_for(p) if kb.isa == k.isa and kb.name == k.name.replace("rt_spmm", "_spmm"))
+        for n in (1, 3, DECODE_MAX_N):
+            x = torch.randn(n, 40, generator=g)
+            assert torch.equal(spmm(p, x, b, k), spmm(p, x, b, base))
+    assert not any(k.batched_only for k in kernels_for(p, n=DECODE_MAX_N))
+    assert {k.name for k in variants} <= {k.name for k in kernels_for(p, n=DECODE_MAX_N + 1)}
+
+
 def test_wrong_inputs_raise_clear_errors():
     g = torch.Generator().manual_seed(0)
     p = pack(sparse_weight(8, 8, "4x1", 0.5, g), "4x1")

@@ -9,11 +9,13 @@
     {"f32_bsr" #R "x" #C "_spmm__" sfx, Format::BSR, isa, WDType::F32, R, C, &bsr_kernel<R, C, float>},    \
     {"bf16_bsr" #R "x" #C "_spmm__" sfx, Format::BSR, isa, WDType::BF16, R, C, &bsr_kernel<R, C, uint16_t>}
 
-// The register-tile variant of an R x 1 tile (bsr.h, BsrRegTileTask): suffix "rt".
+// The register-tile variant of an R x 1 tile (bsr.h, BsrRegTileTask): suffix "rt"; batched only (its decode is
+// the R x 1 kernel's).
 #define SPARSA_BSR_RT_ENTRY(R, isa, sfx)                                                                       \
-    {"f32_bsr" #R "x1rt_spmm__" sfx, Format::BSR, isa, WDType::F32, R, 1, &bsr_kernel<R, 1, float, BsrRegTileTask>}, \
+    {"f32_bsr" #R "x1rt_spmm__" sfx, Format::BSR, isa, WDType::F32, R, 1,                                       \
+     &bsr_kernel<R, 1, float, BsrRegTileTask>, true},                                                          \
     {"bf16_bsr" #R "x1rt_spmm__" sfx, Format::BSR, isa, WDType::BF16, R, 1,                                     \
-     &bsr_kernel<R, 1, uint16_t, BsrRegTileTask>}
+     &bsr_kernel<R, 1, uint16_t, BsrRegTileTask>, true}
 
 #define SPARSA_KERNEL_LIST(isa, sfx)                                                                        \
     SPARSA_BSR_ENTRY(4, 1, isa, sfx), SPARSA_BSR_ENTRY(8, 1, isa, sfx), SPARSA_BSR_ENTRY(16, 1, isa, sfx), \

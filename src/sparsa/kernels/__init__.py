@@ -15,7 +15,10 @@ from .. import _C
 from ..formats import BitmaskWeight, BsrWeight, CsrWeight, NMWeight, PackedWeight
 
 __all__ = ["KernelSpec", "KERNELS", "kernels_for", "best_kernel", "get_kernel", "spmm", "prepare", "Prepared",
-           "activation_code", "KernelError"]
+           "activation_code", "KernelError", "DECODE_MAX_N"]
+
+# Calls with at most this many tokens take the kernels' decode path (weights read once, applied to every token).
+DECODE_MAX_N: int = _C.DECODE_MAX_N
 
 # Preference when several kernels can run a weight: the widest ISA this CPU has, specialised tiles first.
 _ISA_RANK = {"avx512": 0, "avx2": 1, "neon": 2, "scalar": 3}
@@ -35,6 +38,7 @@ class KernelSpec:
     weight_dtype: torch.dtype
     block: tuple[int, int] | None  # the BSR tile it is specialised for; None = any
     available: bool  # this CPU has the ISA
+    batched_only: bool = False  # at n <= DECODE_MAX_N it runs another kernel's decode code (the "rt" variants)
 
     def supports(self, packed: PackedWeight) -> bool:
         if packed.format_name != self.format or packed.value_dtype != self.weight_dtype:
@@ -53,15 +57,20 @@ KERNELS: tuple[KernelSpec, ...] = tuple(
         weight_dtype=_DTYPES[k["weight_dtype"]],
         block=tuple(k["block"]) if k["block"] is not None else None,
         available=bool(k["available"]),
+        batched_only=bool(k["batched_only"]),
     )
     for k in _C.kernels()
 )
 _BY_NAME = {k.name: k for k in KERNELS}
 
 
-def kernels_for(packed: PackedWeight, available_only: bool = True) -> list[KernelSpec]:
-    """Kernels that can run ``packed``, best first (widest ISA, then specialised before generic)."""
-    ks = [k for k in KERNELS if k.supports(packed) and (k.available or not available_only)]
+def kernels_for(packed: PackedWeight, available_only: bool = True, n: int | None = None) -> list[KernelSpec]:
+    """Kernels that can run ``packed``, best first (widest ISA, then specialised before generic). With ``n``, only
+    those that differ at that many tokens: batched-only variants run another kernel's decode code at n <=
+    ``DECODE_MAX_N`` and are left out there."""
+    decode = n is not None and n <= DECODE_MAX_N
+    ks = [k for k in KERNELS
+          if k.supports(packed) and (k.available or not available_only) and not (decode and k.batched_only)]
     return sorted(ks, key=lambda k: (_ISA_RANK.get(k.isa, 9), k.block is None, k.index))
 
 

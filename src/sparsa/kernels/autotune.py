@@ -158,7 +158,7 @@ def measure(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int
     candidate (up to 1.4 ms on a 1.3 ms kernel right after torch's matmul, BENCHMARKS.md)."""
     packed = prepared.packed
     out, inp = packed.shape
-    cands = candidates if candidates is not None else kernels_for(packed)
+    cands = candidates if candidates is not None else kernels_for(packed, n=n)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, inp, generator=g)
     y = torch.empty(n, out)
