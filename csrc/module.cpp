@@ -375,7 +375,8 @@ NB_MODULE(_C, m) {
     using namespace sparsa;
     m.doc() = "sparsa C++ core: sparse x dense kernels with run-time ISA dispatch";
     m.def("cpu_features", &features_dict, "Instruction sets detected on this CPU.");
-    m.def("kernels", &kernels_list, "Every compiled kernel: name, format, isa, weight dtype, block, available, batched_only.");
+    m.def("kernels", &kernels_list,
+          "Every compiled kernel: name, format, isa, weight dtype, block, available, batched_only.");
     m.attr("DECODE_MAX_N") = kDecodeMaxN;
     m.def("get_num_threads", &num_threads, "OpenMP's default team size (the threads a call with threads=0 uses).");
     nb::class_<PackedHandle>(m, "PackedHandle",
