@@ -43,9 +43,9 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
         wc = w.to_sparse_csr()
-    # the kernels of the layout's own block (for bsr, not the any-block fallback)
-    kernels = {k.isa: k for k in K.kernels_for(p)
-               if k.isa in ("avx2", "avx512") and (k.block is not None or p.format_name != "bsr")}
+    # the kernels of the layout's own block (for bsr, not the any-block fallback nor the register-tile variant)
+    kernels = {k.isa: k for k in K.kernels_for(p) if k.isa in ("avx2", "avx512") and not k.batched_only
+               and (k.block is not None or p.format_name != "bsr")}
     big_a, big_b = np.ones(12_000_000, np.float32), np.zeros(12_000_000, np.float32)  # 48 MB each
     med = torch.randn(1_000_000)
 
