@@ -44,7 +44,7 @@ def worker(src: str | None, threads: int, conn) -> None:
     while (msg := conn.recv()) is not None:
         key, what = msg
         if key not in cases:
-            (out, inp), structure, sparsity, n, isa, fmt, copies, dtype = key
+            (out, inp), structure, sparsity, n, isa, fmt, copies, dtype, rt = key
             vdt = getattr(torch, dtype)
             w = make_weight(out, inp, structure, sparsity)
             st = parse_structure(structure)
@@ -53,9 +53,13 @@ def worker(src: str | None, threads: int, conn) -> None:
                 raise SystemExit(f"no format {fmt!r} holds {structure}; it has "
                                  f"{', '.join(f.format_name for f in formats_for(st))}")
             p = fs[0].pack(w, st, vdt)
-            # the layout's own kernel, not a batched-only variant (getattr: builds before 1f8f7d8 lack the flag)
-            k = [k for k in K.kernels_for(p) if k.isa == isa and not getattr(k, "batched_only", False)
-                 and (k.block is not None or p.format_name != "bsr")][0]
+            # the layout's own kernel, or with --rt its batched-only register-tile variant (getattr: builds before
+            # 1f8f7d8 lack the flag)
+            ks = [k for k in K.kernels_for(p) if k.isa == isa and getattr(k, "batched_only", False) == rt
+                  and (k.block is not None or p.format_name != "bsr")]
+            if not ks:
+                raise SystemExit(f"no {'register-tile ' if rt else ''}{isa} kernel for {key} in {sparsa.__file__}")
+            k = ks[0]
             q, x, y = K.prepare(p), torch.randn(n, inp), torch.empty(n, out)
             if not torch.allclose(q(x, k), x @ p.to_dense().float().T, rtol=1e-4, atol=1e-4):  # the stored values
                 raise SystemExit(f"{k.name} is wrong on {key} in {sparsa.__file__}")
@@ -97,6 +101,8 @@ def main() -> None:
                          "call reads its weight from DRAM; torch's baselines keep one weight)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the stored values' dtype")
+    ap.add_argument("--rt", action="store_true",
+                    help="time the layout's register-tile variant (the batched-only \"rt\" kernel) instead")
     ap.add_argument("--rounds", type=int, default=21)
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
@@ -111,14 +117,15 @@ def main() -> None:
         except EOFError:
             raise SystemExit(f"build {name} ({src or 'the installed sparsa'}) did not start: see the worker's "
                              "traceback above (a source folder needs sparsa/ with its compiled _C beside it)")
-    print(f"# N = {args.n}, {args.threads} threads, {args.isa} kernels, {args.dtype} values, "
+    print(f"# N = {args.n}, {args.threads} threads, {args.isa} {'register-tile ' if args.rt else ''}kernels, "
+          f"{args.dtype} values, "
           f"{args.format or 'default'} layout, "
           f"{args.copies} weight(s) in turn, medians of {args.rounds} rounds")
     for shape in args.shapes:
         out, inp = (int(v) for v in shape.split("x"))
         for structure in args.structures:
             for sp in args.sparsities:
-                key = ((out, inp), structure, sp, args.n, args.isa, args.format, args.copies, args.dtype)
+                key = ((out, inp), structure, sp, args.n, args.isa, args.format, args.copies, args.dtype, args.rt)
                 times = {(b, w): [] for b in conns for w in WHAT}
                 for _ in range(args.rounds):
                     for b, c in conns.items():

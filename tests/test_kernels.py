@@ -85,6 +85,24 @@ def test_large_and_fully_dense_or_empty(kernel):
         assert_close_to_reference(y, x, p.to_dense().float(), None, p.reference_matmul(x))
 
 
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k.format != "bsr"], ids=lambda k: k.name)
+def test_decode_of_long_rows_matches_reference(kernel):
+    """Decode (2 to 8 tokens) on rows of 700 inputs: the unstructured kernels switch between walking the weight
+    once per token and walking it once for all tokens through transposed inputs (by token count and density), so
+    both sides of the switch, a column count that is no multiple of 8 or 64, several 512-column blocks of mask
+    words per row, a row stride wider than the row and a bias."""
+    _skip_unavailable(kernel)
+    spec, _ = _structure_for(kernel, (4, 1))
+    g = torch.Generator().manual_seed(7)
+    for sparsity in (0.5, 0.95):
+        w = sparse_weight(37, 700, spec, None if spec == "2:4" else sparsity, g)
+        p = pack(w, spec, kernel.weight_dtype, format=kernel.format)
+        b = torch.randn(37, generator=g)
+        for n in (2, 3, 5, 8):
+            x = torch.randn(n, 703, generator=g)[:, :700]
+            assert_close_to_reference(spmm(p, x, b, kernel), x, p.to_dense().float(), b, p.reference_matmul(x, b))
+
+
 def test_every_format_and_dtype_has_a_portable_kernel():
     from sparsa.formats import FORMATS
 

@@ -10,6 +10,7 @@
 #include "vmath.h"
 #include "common.h"
 #include "bsr.h"
+#include "decode_xt8.h"
 #include "bitmask.h"
 #include "csr.h"
 #include "attention.h"
