@@ -55,7 +55,7 @@ constexpr int64_t xt_stride(int64_t n) {
 // Scratch a call needs, in floats: batched, the transposed activations (in x n rounded up to the widest vector,
 // 16 lanes), which threads that split the tokens keep as one block each, so every thread's block may add two
 // lines of padding per row; decode, a copy of x with rows padded to a multiple of 64 so that vector loads never
-// pass a row's end (bitmask), or x transposed with kDecodeMaxN floats per input column (CSR with n >= 2).
+// pass a row's end, or x transposed with kDecodeMaxN floats per input column (kernels/decode_xt8.h).
 constexpr int64_t spmm_work_floats(int64_t n, int64_t in, int64_t nthreads) {
     return n <= kDecodeMaxN ? kDecodeMaxN * ((in + 63) / 64 * 64)
                             : in * (xt_stride(n) + 32 * (nthreads > 1 ? nthreads : 1));
