@@ -175,6 +175,34 @@ class PackedHandle {
     // y = x W^T + bias with registry kernel `kernel`; x (n, in) and y (n, out) float32 with contiguous rows.
     // act: 0 none, 1 GELU (erf form) applied after the bias in the kernel's output stage.
     void run(int kernel, const Array& x, const Array& y, int threads, int act) const {
+        const int64_t ldx = require_rows(x, "x"), ldy = require_rows(y, "y");
+        const int64_t n = static_cast<int64_t>(x.shape(0));
+        if (static_cast<int64_t>(x.shape(1)) != base_.in)
+            fail("x has " + std::to_string(x.shape(1)) + " features, the weight expects " + std::to_string(base_.in));
+        if (static_cast<int64_t>(y.shape(0)) != n || static_cast<int64_t>(y.shape(1)) != base_.out)
+            fail("y must have shape (" + std::to_string(n) + ", " + std::to_string(base_.out) + ")");
+        launch(kernel, static_cast<const float*>(x.data()), n, ldx, static_cast<float*>(y.data()), ldy, threads, act);
+    }
+
+    // The same product for x and y given as addresses (torch's data_ptr()) with their token counts and row
+    // strides: the per-call path of sparsa.kernels.Prepared, whose caller has checked dtype, device, shapes and
+    // unit feature stride. Two numpy views and their buffer imports cost ~1 us more per call than this, which
+    // takes plain integers. What the core can still check (n, strides), it does.
+    void run_at(int kernel, uintptr_t x, int64_t n, int64_t ldx, uintptr_t y, int64_t ldy, int threads,
+                int act) const {
+        if (n < 0) fail("n must be non-negative, got " + std::to_string(n));
+        // x's rows may overlap (an expanded tensor repeats one row), y's may not
+        if (n > 1 && (ldx < 0 || ldy < base_.out))
+            fail("row strides: ldx must be >= 0 and ldy >= out (" + std::to_string(base_.out) + "), got ldx " +
+                 std::to_string(ldx) + ", ldy " + std::to_string(ldy));
+        if (n > 0 && ((base_.in > 0 && x == 0) || (base_.out > 0 && y == 0))) fail("x and y must not be null");
+        launch(kernel, reinterpret_cast<const float*>(x), n, n > 1 ? ldx : base_.in,
+               reinterpret_cast<float*>(y), n > 1 ? ldy : base_.out, threads, act);
+    }
+
+  private:
+    void launch(int kernel, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy, int threads,
+                int act) const {
         const KernelInfo& k = kernel_at(kernel);
         if (k.format != format_) fail(std::string(k.name) + " does not run the " + format_name(format_) + " format");
         if (k.wdtype != base_.wdtype)
@@ -183,26 +211,21 @@ class PackedHandle {
         if (k.br != 0 && (k.br != base_.br || k.bc != base_.bc))
             fail(std::string(k.name) + " handles " + std::to_string(k.br) + "x" + std::to_string(k.bc) +
                  " blocks, not " + std::to_string(base_.br) + "x" + std::to_string(base_.bc));
+        if (act != 0 && act != 1) fail("act must be 0 (none) or 1 (gelu), got " + std::to_string(act));
+        if (n == 0 || base_.out == 0) return;
         SpmmArgs a = base_;
-        a.ldx = require_rows(x, "x");
-        a.ldy = require_rows(y, "y");
-        a.n = static_cast<int64_t>(x.shape(0));
-        if (static_cast<int64_t>(x.shape(1)) != a.in)
-            fail("x has " + std::to_string(x.shape(1)) + " features, the weight expects " + std::to_string(a.in));
-        if (static_cast<int64_t>(y.shape(0)) != a.n || static_cast<int64_t>(y.shape(1)) != a.out)
-            fail("y must have shape (" + std::to_string(a.n) + ", " + std::to_string(a.out) + ")");
-        if (a.n == 0 || a.out == 0) return;
-        a.x = static_cast<const float*>(x.data());
-        a.y = static_cast<float*>(y.data());
+        a.ldx = ldx;
+        a.ldy = ldy;
+        a.n = n;
+        a.x = x;
+        a.y = y;
         a.nthreads = threads > 0 ? threads : num_threads();
         a.work = workspace(a.n, a.in, a.nthreads);
-        if (act != 0 && act != 1) fail("act must be 0 (none) or 1 (gelu), got " + std::to_string(act));
         a.act = static_cast<Act>(act);
         nb::gil_scoped_release release;
         k.fn(a);
     }
 
-  private:
     SpmmArgs base_;
     Format format_ = Format::BSR;
     // keep the arrays the pointers in base_ point into alive
@@ -388,7 +411,11 @@ NB_MODULE(_C, m) {
              "nm_m"_a = 0, "bias"_a.none() = nb::none())
         .def("run", &PackedHandle::run, "kernel"_a, "x"_a, "y"_a, "threads"_a = 0, "act"_a = 0,
              "y = act(x W^T + bias) with registry kernel `kernel` (x: (n, in), y: (n, out), float32 rows "
-             "contiguous; act 0 none, 1 GELU).");
+             "contiguous; act 0 none, 1 GELU).")
+        .def("run_at", &PackedHandle::run_at, "kernel"_a, "x"_a, "n"_a, "ldx"_a, "y"_a, "ldy"_a, "threads"_a = 0,
+             "act"_a = 0,
+             "run() for x and y given as addresses (data_ptr()) with their token count and row strides, for callers "
+             "that checked dtype, device, shapes and unit feature stride (sparsa.kernels.Prepared).");
     m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "o"_a, "mask"_a.none() = nb::none(), "scale"_a = 1.0f,
           "causal"_a = false, "threads"_a = 0,
           "o = softmax(q k^T * scale + mask) v for inference: q, o (B, H, Sq, D), k, v (B, Hk, Sk, D) float32 at any "

@@ -173,6 +173,48 @@ def test_wrong_inputs_raise_clear_errors():
         h.run(wrong.index, torch.randn(2, 8).numpy(), torch.empty(2, 8).numpy())
 
 
+def test_out_argument_is_checked_and_written_in_place():
+    g = torch.Generator().manual_seed(3)
+    w = sparse_weight(16, 8, "4x1", 0.5, g)
+    q = prepare(pack(w, "4x1"))
+    x = torch.randn(5, 8, generator=g)
+    ref = x.double() @ w.double().T
+    with pytest.raises(KernelError, match=r"out must have shape \(5, 16\)"):
+        q(x, out=torch.empty(5, 17))
+    with pytest.raises(KernelError, match="out must be a 2-D float32 CPU tensor"):
+        q(x, out=torch.empty(5, 16, dtype=torch.float64))
+    with pytest.raises(KernelError, match="out must have rows of 16 contiguous floats"):
+        q(x, out=torch.empty(16, 5).T)  # columns contiguous, not rows
+    big = torch.full((5, 20), 7.0)
+    y = q(x, out=big[:, 2:18])  # rows of 16 inside rows of 20: the columns around them stay untouched
+    assert y.data_ptr() == big[:, 2:18].data_ptr()
+    assert torch.allclose(big[:, 2:18].double(), ref, atol=1e-5)
+    assert (big[:, :2] == 7).all() and (big[:, 18:] == 7).all()
+    # x whose rows repeat one row (stride 0) and x with columns strided (copied first)
+    row = torch.randn(1, 8, generator=g)
+    assert torch.allclose(q(row.expand(4, 8)).double(), (row.double() @ w.double().T).expand(4, 16), atol=1e-5)
+    xt = torch.randn(8, 5, generator=g)
+    assert torch.allclose(q(xt.T).double(), xt.T.double() @ w.double().T, atol=1e-5)
+
+
+def test_run_at_checks_what_the_core_can():
+    g = torch.Generator().manual_seed(4)
+    p = pack(sparse_weight(8, 8, "4x1", 0.5, g), "4x1")
+    q = prepare(p)
+    k = kernels_for(p)[0].index
+    x, y = torch.randn(3, 8), torch.empty(3, 8)
+    with pytest.raises(ValueError, match="n must be non-negative"):
+        q._handle.run_at(k, x.data_ptr(), -1, 8, y.data_ptr(), 8)
+    with pytest.raises(ValueError, match="ldy >= out"):
+        q._handle.run_at(k, x.data_ptr(), 3, 8, y.data_ptr(), 4)
+    with pytest.raises(ValueError, match="must not be null"):
+        q._handle.run_at(k, 0, 3, 8, y.data_ptr(), 8)
+    with pytest.raises(ValueError, match="act must be 0"):
+        q._handle.run_at(k, x.data_ptr(), 3, 8, y.data_ptr(), 8, 1, 5)
+    q._handle.run_at(k, x.data_ptr(), 3, 8, y.data_ptr(), 8)
+    assert torch.allclose(y.double(), x.double() @ p.to_dense().double().T, atol=1e-5)
+
+
 def test_prepared_call_checks_each_new_kernel_and_takes_grad_inputs():
     # __call__ skips the check of the kernel it checked on the previous call; any other kernel is still checked
     g = torch.Generator().manual_seed(1)
