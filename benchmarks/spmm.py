@@ -212,7 +212,8 @@ def main() -> None:
                                       f"{r['dense_ms']:>8.3f} {r['csr_ms']:>8.3f} {r['speedup_vs_dense']:>7.2f} "
                                       f"{r['speedup_vs_torch_csr']:>6.2f} {r['dense_equiv_gflops']:>6.0f} "
                                       f"{r['ideal']:>5.1f} {r['frac_of_ideal']:>5.2f}"
-                                      + ("  (noisy: other processes used %d%% of the cores)" % (100 * r["external_load"])
+                                      + ("  (noisy: other processes used %d%% of the cores, or the host was in a "
+                                         "two-thread slow phase: 100%%)" % (100 * r["external_load"])
                                          if r["external_load"] >= 0.10 else ""), flush=True)
 
 
