@@ -110,6 +110,13 @@ def pair_slowdown(calls: int = 300) -> float:
 _PROBE = None
 
 
+def in_slow_phase() -> bool:
+    """Two probes in a row above PAIR_SLOW. A single probe is noisy for seconds after a process allocates and
+    touches a few hundred MB (the decode cases' weight copies): 0.56-1.72x then, where a slow phase reads 1.9-2.1x
+    probe after probe."""
+    return pair_slowdown() > PAIR_SLOW and pair_slowdown() > PAIR_SLOW
+
+
 def measure_quietly(fns: dict[str, Callable[[], object]], attempts: int = 6, **kw) -> tuple[dict[str, float], float]:
     """interleaved() taken in a quiet window, repeated while other processes disturbed it or the two-thread probe
     (pair_slowdown) saw a slow phase before or after it; returns the times and the external load of the attempt
@@ -117,10 +124,10 @@ def measure_quietly(fns: dict[str, Callable[[], object]], attempts: int = 6, **k
     best = None
     for _ in range(attempts):
         wait_quiet()
-        before = pair_slowdown()
+        before = in_slow_phase()
         with LoadGuard() as guard:
             times = interleaved(fns, **kw)
-        slow = max(before, pair_slowdown()) > PAIR_SLOW
+        slow = before or in_slow_phase()
         external = max(guard.external, 1.0 if slow else 0.0)
         if best is None or external < best[1]:
             best = (times, external)
