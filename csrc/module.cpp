@@ -184,13 +184,19 @@ class PackedHandle {
         launch(kernel, static_cast<const float*>(x.data()), n, ldx, static_cast<float*>(y.data()), ldy, threads, act);
     }
 
-    // The same product for x and y given as addresses (torch's data_ptr()) with their token counts and row
-    // strides: the per-call path of sparsa.kernels.Prepared, whose caller has checked dtype, device, shapes and
-    // unit feature stride. Two numpy views and their buffer imports cost ~1 us more per call than this, which
-    // takes plain integers. What the core can still check (n, strides), it does.
-    void run_at(int kernel, uintptr_t x, int64_t n, int64_t ldx, uintptr_t y, int64_t ldy, int threads,
-                int act) const {
-        if (n < 0) fail("n must be non-negative, got " + std::to_string(n));
+    // The same product for x and y given as addresses (torch's data_ptr()) with their shapes and row strides: the
+    // per-call path of sparsa.kernels.Prepared, whose caller has checked dtype, device and unit feature stride.
+    // Two numpy views and their buffer imports cost ~1 us more per call than these plain integers. The shapes and
+    // strides are checked here as in run(), so that a wrong shape fails instead of reading past x or writing
+    // past y.
+    void run_at(int kernel, uintptr_t x, int64_t n, int64_t in, int64_t ldx, uintptr_t y, int64_t ny, int64_t out,
+                int64_t ldy, int threads, int act) const {
+        if (n < 0) fail("x must have a non-negative number of rows, got " + std::to_string(n));
+        if (in != base_.in)
+            fail("x has " + std::to_string(in) + " features, the weight expects " + std::to_string(base_.in));
+        if (ny != n || out != base_.out)
+            fail("y must have shape (" + std::to_string(n) + ", " + std::to_string(base_.out) + "), got (" +
+                 std::to_string(ny) + ", " + std::to_string(out) + ")");
         // x's rows may overlap (an expanded tensor repeats one row), y's may not
         if (n > 1 && (ldx < 0 || ldy < base_.out))
             fail("row strides: ldx must be >= 0 and ldy >= out (" + std::to_string(base_.out) + "), got ldx " +
@@ -412,10 +418,10 @@ NB_MODULE(_C, m) {
         .def("run", &PackedHandle::run, "kernel"_a, "x"_a, "y"_a, "threads"_a = 0, "act"_a = 0,
              "y = act(x W^T + bias) with registry kernel `kernel` (x: (n, in), y: (n, out), float32 rows "
              "contiguous; act 0 none, 1 GELU).")
-        .def("run_at", &PackedHandle::run_at, "kernel"_a, "x"_a, "n"_a, "ldx"_a, "y"_a, "ldy"_a, "threads"_a = 0,
-             "act"_a = 0,
-             "run() for x and y given as addresses (data_ptr()) with their token count and row strides, for callers "
-             "that checked dtype, device, shapes and unit feature stride (sparsa.kernels.Prepared).");
+        .def("run_at", &PackedHandle::run_at, "kernel"_a, "x"_a, "n"_a, "in_features"_a, "ldx"_a, "y"_a, "y_rows"_a,
+             "out_features"_a, "ldy"_a, "threads"_a = 0, "act"_a = 0,
+             "run() for x and y given as addresses (data_ptr()) with their shapes and row strides, for callers that "
+             "checked dtype, device and unit feature stride (sparsa.kernels.Prepared).");
     m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "o"_a, "mask"_a.none() = nb::none(), "scale"_a = 1.0f,
           "causal"_a = false, "threads"_a = 0,
           "o = softmax(q k^T * scale + mask) v for inference: q, o (B, H, Sq, D), k, v (B, Hk, Sk, D) float32 at any "

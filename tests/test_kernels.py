@@ -197,21 +197,28 @@ def test_out_argument_is_checked_and_written_in_place():
     assert torch.allclose(q(xt.T).double(), xt.T.double() @ w.double().T, atol=1e-5)
 
 
-def test_run_at_checks_what_the_core_can():
+def test_run_at_checks_shapes_and_strides():
     g = torch.Generator().manual_seed(4)
     p = pack(sparse_weight(8, 8, "4x1", 0.5, g), "4x1")
     q = prepare(p)
     k = kernels_for(p)[0].index
     x, y = torch.randn(3, 8), torch.empty(3, 8)
-    with pytest.raises(ValueError, match="n must be non-negative"):
-        q._handle.run_at(k, x.data_ptr(), -1, 8, y.data_ptr(), 8)
+    xp, yp = x.data_ptr(), y.data_ptr()
+    with pytest.raises(ValueError, match="non-negative number of rows"):
+        q._handle.run_at(k, xp, -1, 8, 8, yp, -1, 8, 8)
+    with pytest.raises(ValueError, match="x has 9 features, the weight expects 8"):
+        q._handle.run_at(k, xp, 3, 9, 9, yp, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"y must have shape \(3, 8\), got \(2, 8\)"):
+        q._handle.run_at(k, xp, 3, 8, 8, yp, 2, 8, 8)
     with pytest.raises(ValueError, match="ldy >= out"):
-        q._handle.run_at(k, x.data_ptr(), 3, 8, y.data_ptr(), 4)
+        q._handle.run_at(k, xp, 3, 8, 8, yp, 3, 8, 4)
     with pytest.raises(ValueError, match="must not be null"):
-        q._handle.run_at(k, 0, 3, 8, y.data_ptr(), 8)
+        q._handle.run_at(k, 0, 3, 8, 8, yp, 3, 8, 8)
     with pytest.raises(ValueError, match="act must be 0"):
-        q._handle.run_at(k, x.data_ptr(), 3, 8, y.data_ptr(), 8, 1, 5)
-    q._handle.run_at(k, x.data_ptr(), 3, 8, y.data_ptr(), 8)
+        q._handle.run_at(k, xp, 3, 8, 8, yp, 3, 8, 8, 1, 5)
+    with pytest.raises(ValueError, match="y must have shape"):  # run_into hands the core the tensors' shapes
+        q.run_into(x, torch.empty(3, 7), kernels_for(p)[0])
+    q._handle.run_at(k, xp, 3, 8, 8, yp, 3, 8, 8)
     assert torch.allclose(y.double(), x.double() @ p.to_dense().double().T, atol=1e-5)
 
 

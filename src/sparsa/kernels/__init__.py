@@ -111,7 +111,7 @@ class Prepared:
     """A packed weight (and bias) bound once to the C++ core, for repeated products y = x W^T + b.
 
     Binding validates the packed arrays and imports them through DLPack once; each call then passes only x and y
-    (as numpy views of the tensors, the cheapest zero-copy route into the core), so a call's fixed cost is a few
+    (their addresses, shapes and row strides: no array import at all), so a call's fixed cost is a few
     microseconds rather than one DLPack import per array.
     """
 
@@ -184,17 +184,17 @@ class Prepared:
                 raise KernelError(f"out must have rows of {n_out} contiguous floats that do not overlap, got "
                                   f"strides {st}")
             y, ldy = out, st[0]
-        self._handle.run_at(spec.index, x.data_ptr(), n, ldx[0], y.data_ptr(), ldy, threads or torch.get_num_threads(),
-                            act)
+        self._handle.run_at(spec.index, x.data_ptr(), n, n_in, ldx[0], y.data_ptr(), n, n_out, ldy,
+                            threads or torch.get_num_threads(), act)
         return y
 
     def run_into(self, x: torch.Tensor, y: torch.Tensor, spec: KernelSpec, act: int = 0, threads: int = 0) -> None:
         """The per-call fast path for callers that checked the inputs themselves (SparseLinear): x (N, in) and
-        y (N, out) float32 CPU tensors with unit stride along features, y's rows not overlapping, ``spec`` a kernel
-        that runs this weight, ``act`` an activation code (see ``activation_code``). The C++ core still checks
-        the token count and the row strides."""
+        y (N, out) float32 CPU tensors with unit stride along features, ``spec`` a kernel that runs this weight,
+        ``act`` an activation code (see ``activation_code``). The C++ core still checks shapes and row strides."""
         # addresses rather than numpy views: two x.numpy() and their buffer imports took ~1 us more per call
-        self._handle.run_at(spec.index, x.data_ptr(), x.shape[0], x.stride(0), y.data_ptr(), y.stride(0),
+        (n, n_in), (ny, n_out) = x.shape, y.shape
+        self._handle.run_at(spec.index, x.data_ptr(), n, n_in, x.stride(0), y.data_ptr(), ny, n_out, y.stride(0),
                             threads or torch.get_num_threads(), act)
 
 
