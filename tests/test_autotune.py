@@ -36,6 +36,26 @@ def test_dense_wins_unless_a_kernel_beats_it_by_the_margin(monkeypatch):
         assert autotune.measure(prep, dense, 128, 2).kernel == expected
 
 
+def test_a_burst_of_load_does_not_decide_the_choice(monkeypatch):
+    # a fake clock: dense costs 1.0, each kernel 0.5, and calls 9-15 of the measurement (a burst of load from
+    # elsewhere) 10.0 more. Timed one candidate after the other, the burst would fall on every sample of the
+    # first kernel and hand the choice to dense; in interleaved rounds it costs each candidate two samples.
+    prep, dense = _weight()
+    clock = {"t": 0.0, "calls": 0}
+
+    def cost(ms):
+        def call():
+            clock["t"] += ms + (10.0 if 9 <= clock["calls"] <= 15 else 0.0)
+            clock["calls"] += 1
+        return call
+
+    fns = {"dense": cost(1.0), **{k.name: cost(0.5) for k in kernels_for(prep.packed, n=128)}}
+    monkeypatch.setattr(autotune, "_clock", lambda: clock["t"] / 1e3)
+    times = autotune._time_all(fns, 7, 2)
+    assert times["dense"] == pytest.approx(1.0) and all(t == pytest.approx(0.5) for n, t in times.items()
+                                                         if n != "dense")
+
+
 def test_choices_are_cached_in_memory_and_on_disk(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARSA_CACHE_DIR", str(tmp_path))
     autotune.clear_cache()

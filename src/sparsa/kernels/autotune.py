@@ -130,32 +130,37 @@ def clear_cache() -> None:
             p.unlink()
 
 
-def _median_ms(fn, reps: int) -> float:
-    fn()  # warm-up (first-touch of buffers, kernel code in cache)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+_clock = time.perf_counter  # seconds; a test replaces it with a fake clock
 
 
 def _time_all(fns: dict, reps: int, threads: int) -> dict[str, float]:
-    """Median milliseconds of each candidate, run with ``threads`` threads."""
+    """Median milliseconds of each candidate, run with ``threads`` threads, in ``reps`` rounds that time every
+    candidate once (in rotating order): a burst of load from elsewhere, or a slow phase of a shared host, then
+    falls on a few samples of every candidate rather than on all samples of one, which measured one after the
+    other it could make lose (and the loss would be cached). Each timed call follows one untimed call of the
+    same candidate, which takes the cost of following another one (up to 1.4 ms on a 1.3 ms kernel right after
+    torch's matmul, BENCHMARKS.md)."""
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            return {name: _median_ms(fn, reps) for name, fn in fns.items()}
+            names = list(fns)
+            samples: dict[str, list[float]] = {name: [] for name in names}
+            for r in range(reps):
+                for name in names[r % len(names):] + names[: r % len(names)]:
+                    fns[name]()
+                    t0 = _clock()
+                    fns[name]()
+                    samples[name].append((_clock() - t0) * 1e3)
+            return {name: statistics.median(v) for name, v in samples.items()}
     finally:
         torch.set_num_threads(prev)
 
 
 def measure(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int,
             candidates: list[KernelSpec] | None = None, reps: int = 7) -> Choice:
-    """Time dense and every candidate kernel for ``n`` tokens and pick the winner. Each candidate in turn gets one
-    untimed call, then the median of ``reps`` calls: the untimed call takes the cost of following another
-    candidate (up to 1.4 ms on a 1.3 ms kernel right after torch's matmul, BENCHMARKS.md)."""
+    """Time dense and every candidate kernel for ``n`` tokens (``_time_all``: medians of ``reps`` interleaved
+    rounds) and pick the winner."""
     packed = prepared.packed
     out, inp = packed.shape
     cands = candidates if candidates is not None else kernels_for(packed, n=n)
