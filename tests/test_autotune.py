@@ -56,6 +56,25 @@ def test_a_burst_of_load_does_not_decide_the_choice(monkeypatch):
                                                          if n != "dense")
 
 
+def test_candidates_far_behind_stop_after_the_first_rounds(monkeypatch):
+    prep, dense = _weight()
+    clock = {"t": 0.0}
+    calls: dict[str, int] = {}
+
+    def cost(name, ms):
+        def call():
+            clock["t"] += ms
+            calls[name] = calls.get(name, 0) + 1
+        return call
+
+    fns = {"dense": cost("dense", 8.0), "fast": cost("fast", 1.0), "close": cost("close", 2.9),
+           "slow": cost("slow", 3.1)}
+    monkeypatch.setattr(autotune, "_clock", lambda: clock["t"] / 1e3)
+    times = autotune._time_all(fns, 7, 2)
+    assert calls == {"dense": 14, "fast": 14, "close": 14, "slow": 2 * autotune.DROP_AFTER}
+    assert times == pytest.approx({"dense": 8.0, "fast": 1.0, "close": 2.9, "slow": 3.1})
+
+
 def test_choices_are_cached_in_memory_and_on_disk(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARSA_CACHE_DIR", str(tmp_path))
     autotune.clear_cache()

@@ -132,6 +132,11 @@ def clear_cache() -> None:
 
 _clock = time.perf_counter  # seconds; a test replaces it with a fake clock
 
+# After this many rounds, a candidate whose best sample is DROP_RATIO times the best of all candidates' is not
+# timed further: it cannot win, and the portable kernels (3-25x slower than the vector ones, BENCHMARKS.md) took
+# most of a measurement's time. Its median so far is reported.
+DROP_AFTER, DROP_RATIO = 2, 3.0
+
 
 def _time_all(fns: dict, reps: int, threads: int) -> dict[str, float]:
     """Median milliseconds of each candidate, run with ``threads`` threads, in ``reps`` rounds that time every
@@ -139,7 +144,8 @@ def _time_all(fns: dict, reps: int, threads: int) -> dict[str, float]:
     falls on a few samples of every candidate rather than on all samples of one, which measured one after the
     other it could make lose (and the loss would be cached). Each timed call follows one untimed call of the
     same candidate, which takes the cost of following another one (up to 1.4 ms on a 1.3 ms kernel right after
-    torch's matmul, BENCHMARKS.md)."""
+    torch's matmul, BENCHMARKS.md). Candidates far behind after DROP_AFTER rounds stop there; "dense" never
+    does."""
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -147,6 +153,9 @@ def _time_all(fns: dict, reps: int, threads: int) -> dict[str, float]:
             names = list(fns)
             samples: dict[str, list[float]] = {name: [] for name in names}
             for r in range(reps):
+                if r == DROP_AFTER:
+                    best = min(min(v) for v in samples.values())
+                    names = [n for n in names if n == DENSE or min(samples[n]) <= DROP_RATIO * best]
                 for name in names[r % len(names):] + names[: r % len(names)]:
                     fns[name]()
                     t0 = _clock()
