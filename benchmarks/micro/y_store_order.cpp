@@ -8,7 +8,7 @@
 //           16 / g different L1 sets;
 //   rows    each token row written front to back (the floor).
 // With out a multiple of 1024 floats (rows 4 KB x k apart) a block's 16 lines all fall in one set of the 8-way
-// L1. See BENCHMARKS.md, "Figures of 2026-11-30 17:53-" for the figures and what they mean for 99% sparsity.
+// L1. See BENCHMARKS.md, "Figures of 2026-11-30 17:53-19:10 UTC", item 3, for the figures and what they mean.
 //
 //   g++ -O2 -mavx512f benchmarks/micro/y_store_order.cpp -o /tmp/y_store_order
 //   flock /tmp/sparsa-cpu.lock /tmp/y_store_order
