@@ -73,28 +73,30 @@ static W make(int out, int in, double density, unsigned seed) {
     return w;
 }
 
+// The blocks of the tile's 4 block-rows (from row r0): side by side for as many as all four have, then each
+// row's remaining ones, as the rt kernels do; block(q, b) for block b of block-row q.
+template <class F>
+static inline void walk_tile(const W& w, int r0, const F& block) {
+    const int b0 = r0 / 4;
+    int b[4], e[4], m = 1 << 30;
+    for (int q = 0; q < 4; ++q) { b[q] = w.rp[b0 + q]; e[q] = w.rp[b0 + q + 1]; m = std::min(m, e[q] - b[q]); }
+    for (int s = 0; s < m; ++s)
+        for (int q = 0; q < 4; ++q) block(q, b[q] + s);
+    for (int q = 0; q < 4; ++q)
+        for (int bb = b[q] + m; bb < e[q]; ++bb) block(q, bb);
+}
+
 // rt: tokens tiles of 16 over 64 tokens; xt rows of 64 tokens
 static void run_rt(const W& w, const float* xt, float* y, int ldy) {
     for (int tt = 0; tt < 64; tt += 16)
         for (int r0 = 0; r0 < w.out; r0 += 16) {
             __m512 acc[16];
             for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
-            const int b0 = r0 / 4;
-            int b[4], e[4], m = 1 << 30;
-            for (int q = 0; q < 4; ++q) { b[q] = w.rp[b0 + q]; e[q] = w.rp[b0 + q + 1]; m = std::min(m, e[q] - b[q]); }
-            for (int s = 0; s < m; ++s)
-                for (int q = 0; q < 4; ++q) {
-                    const int bb = b[q] + s;
-                    const __m512 xv = _mm512_loadu_ps(xt + w.col[bb] * 64 + tt);
-                    const float* v = &w.val[bb * 4];
-                    for (int i = 0; i < 4; ++i) acc[q * 4 + i] = _mm512_fmadd_ps(_mm512_set1_ps(v[i]), xv, acc[q * 4 + i]);
-                }
-            for (int q = 0; q < 4; ++q)
-                for (int bb = b[q] + m; bb < e[q]; ++bb) {
-                    const __m512 xv = _mm512_loadu_ps(xt + w.col[bb] * 64 + tt);
-                    const float* v = &w.val[bb * 4];
-                    for (int i = 0; i < 4; ++i) acc[q * 4 + i] = _mm512_fmadd_ps(_mm512_set1_ps(v[i]), xv, acc[q * 4 + i]);
-                }
+            walk_tile(w, r0, [&](int q, int bb) {
+                const __m512 xv = _mm512_loadu_ps(xt + w.col[bb] * 64 + tt);
+                const float* v = &w.val[bb * 4];
+                for (int i = 0; i < 4; ++i) acc[q * 4 + i] = _mm512_fmadd_ps(_mm512_set1_ps(v[i]), xv, acc[q * 4 + i]);
+            });
             transpose16(acc);
             for (int j = 0; j < 16; ++j) _mm512_storeu_ps(y + (tt + j) * ldy + r0, acc[j]);
         }
@@ -108,21 +110,14 @@ static void run_pair(const W& w, const float* xt, const float* xt2, float* y, in
         for (int r0 = 0; r0 < w.out; r0 += 16) {
             __m512 acc[8];
             for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_ps();
-            const int b0 = r0 / 4;
-            int b[4], e[4], m = 1 << 30;
-            for (int q = 0; q < 4; ++q) { b[q] = w.rp[b0 + q]; e[q] = w.rp[b0 + q + 1]; m = std::min(m, e[q] - b[q]); }
-            auto block = [&](int q, int bb) {
+            walk_tile(w, r0, [&](int q, int bb) {
                 __m512 xv;
                 if (EXPAND) xv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(xt + w.col[bb] * 64 + tt)));
                 else xv = _mm512_loadu_ps(xt2 + w.col[bb] * 128 + 2 * tt);
                 const double* v = reinterpret_cast<const double*>(&w.val[bb * 4]);
                 acc[2 * q] = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(v[0])), xv, acc[2 * q]);
                 acc[2 * q + 1] = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(v[1])), xv, acc[2 * q + 1]);
-            };
-            for (int s = 0; s < m; ++s)
-                for (int q = 0; q < 4; ++q) block(q, b[q] + s);
-            for (int q = 0; q < 4; ++q)
-                for (int bb = b[q] + m; bb < e[q]; ++bb) block(q, bb);
+            });
             __m512d d[8];
             for (int p = 0; p < 8; ++p) d[p] = _mm512_castps_pd(acc[p]);
             transpose8x64(d);
