@@ -173,6 +173,18 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 15, target_s
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def per_call_us(fn: Callable[[], object], reps: int = 300, rounds: int = 9) -> float:
+    """Median over ``rounds`` of the mean microseconds per call over ``reps`` back-to-back calls of one fn (the
+    micro-benchmarks' loop; engines to compare go through ``interleaved`` instead)."""
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        samples.append((time.perf_counter() - t0) / reps * 1e6)
+    return statistics.median(samples)
+
+
 def emit(rows: list[dict], as_json: bool, columns: list[tuple[str, str]]) -> None:
     if as_json:
         for r in rows:

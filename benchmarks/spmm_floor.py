@@ -31,14 +31,14 @@ from sparsa.structure import parse_structure  # noqa: E402
 STRUCTURE = parse_structure("4x1")
 
 
-def bound(w: torch.Tensor, n: int, kernel_name: str | None):
-    """A call of the named (or best) 4x1 kernel on w, bound to fixed x and y."""
+def bound(w: torch.Tensor, n: int, kernel_name: str):
+    """A call of the named 4x1 kernel on w, bound to fixed x and y."""
     p = formats_for(STRUCTURE)[0].pack(w, STRUCTURE, torch.float32)
-    ks = [k for k in kernels_for(p, n=n) if kernel_name is None or k.name == kernel_name]
+    ks = [k for k in kernels_for(p, n=n) if k.name == kernel_name]
     if not ks:
         raise SystemExit(f"no kernel named {kernel_name} runs 4x1 blocks here")
     q, x, y = prepare(p), torch.randn(n, w.shape[1]), torch.empty(n, w.shape[0])
-    return ks[0].name, (lambda: q.run_into(x, y, ks[0]))
+    return lambda: q.run_into(x, y, ks[0])
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
             # the fastest kernel on the sparse weight, then the same kernel on the empty ones
             kname = a.kernel
             if kname is None:
-                cands = {k.name: bound(w, a.n, k.name)[1] for k in
+                cands = {k.name: bound(w, a.n, k.name) for k in
                          kernels_for(formats_for(STRUCTURE)[0].pack(w, STRUCTURE, torch.float32), n=a.n)
                          if k.block is not None}
                 t, _ = measure_quietly(cands, rounds=5, warm_each=True)
@@ -70,10 +70,10 @@ def main() -> None:
                 warnings.simplefilter("ignore")  # torch's "sparse CSR support is in beta"
                 wc, x = w.to_sparse_csr(), torch.randn(a.n, inp)
             fns = {
-                "sparse": bound(w, a.n, kname)[1],
-                "zero": bound(torch.zeros(out, inp), a.n, kname)[1],
-                "y only": bound(torch.zeros(out, 16), a.n, kname)[1],
-                "x only": bound(torch.zeros(16, inp), a.n, kname)[1],
+                "sparse": bound(w, a.n, kname),
+                "zero": bound(torch.zeros(out, inp), a.n, kname),
+                "y only": bound(torch.zeros(out, 16), a.n, kname),
+                "x only": bound(torch.zeros(16, inp), a.n, kname),
                 "csr": lambda: torch.sparse.mm(wc, x.T),
             }
             t, external = measure_quietly(fns, rounds=15, warm_each=True)

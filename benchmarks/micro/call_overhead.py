@@ -1,5 +1,6 @@
 """What the Python entry points add to a kernel call: `Prepared.__call__`, `Prepared.run_into` (what SparseLinear
-uses) and the bare C++ handle, on the same weight and the same x and y. Interleaved rounds of 40 calls each,
+uses) and the bare C++ handle (`run` on numpy views made once, `run_at` on addresses; "run on new views" is the
+old `run_into`, numpy views made per call), on the same weight and the same x and y. Interleaved rounds of 40 calls each,
 medians in microseconds.
 
     flock /tmp/sparsa-cpu.lock python benchmarks/micro/call_overhead.py                      # 1536x384 4x1 95%, 2 threads
@@ -39,10 +40,14 @@ def main() -> None:
     k = K.kernels_for(p)[0]  # the widest ISA's kernel for this layout
     x, y = torch.randn(a.n, inp), torch.empty(a.n, out)
     xn, yn, h, th = x.numpy(), y.numpy(), q._handle, a.threads
+    xp, yp = x.data_ptr(), y.data_ptr()
     fns = {
         "Prepared.__call__": lambda: q(x, k, out=y, threads=th),
         "Prepared.run_into": lambda: q.run_into(x, y, k, threads=th),
         "handle.run": lambda: h.run(k.index, xn, yn, th, 0),
+        # what run_into did before it passed addresses: numpy views made on each call
+        "run on new views": lambda: h.run(k.index, x.numpy(), y.numpy(), th, 0),
+        "handle.run_at": lambda: h.run_at(k.index, xp, a.n, inp, inp, yp, a.n, out, out, th, 0),
     }
     res: dict[str, list[float]] = {name: [] for name in fns}
     with torch.inference_mode():

@@ -133,8 +133,9 @@ def clear_cache() -> None:
 _clock = time.perf_counter  # seconds; a test replaces it with a fake clock
 
 # After this many rounds, a candidate whose best sample is DROP_RATIO times the best of all candidates' is not
-# timed further: it cannot win, and the portable kernels (3-25x slower than the vector ones, BENCHMARKS.md) took
-# most of a measurement's time. Its median so far is reported.
+# timed further: it cannot win, and the portable kernels took most of a measurement's time (3.2-25x slower than
+# the AVX-512 ones at 99% on 1536x384, benchmarks/results/spmm_99_2026-11-30_1822.jsonl). Its median so far is
+# reported.
 DROP_AFTER, DROP_RATIO = 2, 3.0
 
 
