@@ -43,7 +43,8 @@ def bound(w: torch.Tensor, n: int, kernel_name: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapes", nargs="*", default=["minilm.ffn_up", "bert.ffn_up"])
+    ap.add_argument("--shapes", nargs="*", default=["minilm.ffn_up", "bert.ffn_up"],
+                    help="names from shapes.json, or OUTxIN")
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--threads", type=int, nargs="*", default=[2])
     ap.add_argument("--sparsity", type=float, default=0.99)
@@ -54,7 +55,7 @@ def main() -> None:
     print(f"{'shape':>10} {'thr':>3} {'kernel':>28} {'sparse':>8} {'zero':>8} {'y only':>8} {'x only':>8} "
           f"{'csr':>8} {'csr/sparse':>10} {'csr/zero':>9}")
     for name in a.shapes:
-        out, inp = shapes[name]
+        out, inp = shapes[name] if name in shapes else (int(v) for v in name.split("x"))
         w = make_weight(out, inp, "4x1", a.sparsity)
         for th in a.threads:
             torch.set_num_threads(th)

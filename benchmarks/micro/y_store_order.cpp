@@ -6,6 +6,9 @@
 //   park W  tile's first 8 lines straight to y, the other 8 parked in an L1 buffer and written every W blocks;
 //   skew g  token j's line of block c written at step c + j / g (from a ring buffer): every step's lines in
 //           16 / g different L1 sets;
+//   seg S   a tile's 16 lines stored in an L1 buffer for S blocks, then each token row's S lines written front
+//           to back (what a kernel staging S tiles would do);
+//   hseg S  the first 8 lines of each block straight to y, the other 8 staged as in seg S;
 //   rows    each token row written front to back (the floor).
 // With out a multiple of 1024 floats (rows 4 KB x k apart) a block's 16 lines all fall in one set of the 8-way
 // L1. See BENCHMARKS.md, "Figures of 2026-11-30 17:53-19:10 UTC", item 3, for the figures and what they mean.
@@ -20,10 +23,10 @@
 #include <cstdlib>
 #include <vector>
 
-enum class Order { Tile, EightTokens, Park, Skew, Rows };
+enum class Order { Tile, EightTokens, Park, Skew, Seg, HalfSeg, Rows };
 
 constexpr int kTokens = 64, kRing = 16;
-alignas(64) static float g_buf[256 * 8 * 16];  // parked lines (park) or the ring of the last 16 blocks (skew)
+alignas(64) static float g_buf[256 * 8 * 16];  // parked (park), ringed (skew) or staged (seg, hseg) lines
 
 // one token tile (16 rows of y from yt) in the given order; `arg` is W for park, g for skew
 static void write_tile(float* yt, int out, Order order, int arg, const __m512 (&v)[16]) {
@@ -74,6 +77,33 @@ static void write_tile(float* yt, int out, Order order, int arg, const __m512 (&
             }
             break;
         }
+        case Order::Seg:
+            for (int c0 = 0; c0 < nb; c0 += arg) {
+                const int c1 = std::min(nb, c0 + arg);
+                for (int c = c0; c < c1; ++c) {
+                    for (int j = 0; j < 16; ++j) _mm512_store_ps(g_buf + ((c - c0) * 16 + j) * 16, v[j]);
+                    asm volatile("" ::: "memory");
+                }
+                for (int j = 0; j < 16; ++j)
+                    for (int c = c0; c < c1; ++c)
+                        _mm512_storeu_ps(yt + j * out + 16 * c, _mm512_load_ps(g_buf + ((c - c0) * 16 + j) * 16));
+                asm volatile("" ::: "memory");
+            }
+            break;
+        case Order::HalfSeg:
+            for (int c0 = 0; c0 < nb; c0 += arg) {
+                const int c1 = std::min(nb, c0 + arg);
+                for (int c = c0; c < c1; ++c) {
+                    for (int j = 0; j < 8; ++j) _mm512_storeu_ps(yt + j * out + 16 * c, v[j]);
+                    for (int j = 8; j < 16; ++j) _mm512_store_ps(g_buf + ((c - c0) * 8 + j - 8) * 16, v[j]);
+                    asm volatile("" ::: "memory");
+                }
+                for (int j = 8; j < 16; ++j)
+                    for (int c = c0; c < c1; ++c)
+                        _mm512_storeu_ps(yt + j * out + 16 * c, _mm512_load_ps(g_buf + ((c - c0) * 8 + j - 8) * 16));
+                asm volatile("" ::: "memory");
+            }
+            break;
         case Order::Rows:
             for (int j = 0; j < 16; ++j)
                 for (int c = 0; c < nb; ++c) _mm512_storeu_ps(yt + j * out + 16 * c, v[j]);
@@ -100,11 +130,13 @@ static double rate(int out, Order order, int arg, int reps = 2001) {
 
 int main() {
     std::printf("GB/s of y written by one thread (64 token rows, lines of 64 bytes)\n");
-    std::printf("%6s %6s %6s %7s %7s %7s %7s %7s %6s\n", "out", "tile", "8tok", "park16", "park64", "skew1", "skew2",
-                "skew4", "rows");
+    std::printf("%6s %6s %6s %7s %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s\n", "out", "tile", "8tok", "park16", "park64", "skew1", "skew2",
+                "skew4", "seg4", "seg8", "seg16", "hseg4", "hseg8", "hseg16", "rows");
     for (int out : {1536, 2048, 2560, 3072, 3088, 4096})
-        std::printf("%6d %6.1f %6.1f %7.1f %7.1f %7.1f %7.1f %7.1f %6.1f\n", out, rate(out, Order::Tile, 0),
+        std::printf("%6d %6.1f %6.1f %7.1f %7.1f %7.1f %7.1f %7.1f %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f\n", out, rate(out, Order::Tile, 0),
                     rate(out, Order::EightTokens, 0), rate(out, Order::Park, 16), rate(out, Order::Park, 64),
                     rate(out, Order::Skew, 1), rate(out, Order::Skew, 2), rate(out, Order::Skew, 4),
+                    rate(out, Order::Seg, 4), rate(out, Order::Seg, 8), rate(out, Order::Seg, 16),
+                    rate(out, Order::HalfSeg, 4), rate(out, Order::HalfSeg, 8), rate(out, Order::HalfSeg, 16),
                     rate(out, Order::Rows, 0));
 }
