@@ -70,44 +70,18 @@ def wait_quiet(threshold: float = 0.10, window_s: float = 1.0, max_wait_s: float
 # The two vCPUs of the development VM go through phases, seconds long and a few percent of the time, in which a
 # call that runs on both threads is slow while each thread alone is not (their host shares something between
 # them then): a sparsa call on two threads took 120 us instead of 28 (53 us on one thread), torch dense 1.3x its
-# usual time, a fork/join 3.8 us instead of 1.5. ``copy_per_thread`` and the load guard do not see them. The
-# probe below does: a tiny sparsa call (an empty 16 x 16 weight, 128 tokens: a fork/join and two small
-# transposes) on two threads against one: 1.06x when calm, 1.9-2.1x in these phases (19,275 probes over 30 s at
-# 18:12 on 2026-11-30, 155 of them slow, in one phase of 2 s).
+# usual time, a fork/join 3.8 us instead of 1.5. ``copy_per_thread`` and the load guard do not see them; the
+# automatic choice's probe (sparsa.kernels.autotune.pair_slowdown) does: 1.06x when calm, 1.9-2.1x in these
+# phases (19,275 probes over 30 s at 18:12 on 2026-11-30, 155 of them slow, in one phase of 2 s). The threshold is
+# autotune.PAIR_SLOW's, written here rather than imported because ab_builds' workers may run builds older than it.
 PAIR_SLOW = 1.5
 
 
 def pair_slowdown(calls: int = 300) -> float:
-    """Median time of a tiny two-thread sparsa call over its one-thread time (see PAIR_SLOW); 1.0 when this
-    process runs on fewer than two threads or cores."""
-    if torch.get_num_threads() < 2 or (os.cpu_count() or 1) < 2:
-        return 1.0
-    from sparsa.formats import formats_for
-    from sparsa.kernels import prepare
-    from sparsa.structure import parse_structure
+    """The probe on this process's torch thread count (1.0 below two threads or cores)."""
+    from sparsa.kernels.autotune import pair_slowdown as probe
 
-    global _PROBE
-    if _PROBE is None:
-        st = parse_structure("4x1")
-        q = prepare(formats_for(st)[0].pack(torch.zeros(16, 16), st, torch.float32))
-        _PROBE = (q, torch.randn(128, 16), torch.empty(128, 16))
-    q, x, y = _PROBE
-    spec = q.default_kernel
-
-    def per_call(threads: int) -> float:
-        samples = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(calls // 5):
-                q.run_into(x, y, spec, 0, threads)
-            samples.append(time.perf_counter() - t0)
-        return statistics.median(samples)
-
-    one = per_call(1)
-    return per_call(2) / max(one, 1e-12)
-
-
-_PROBE = None
+    return probe(torch.get_num_threads(), calls)
 
 
 def in_slow_phase() -> bool:

@@ -105,6 +105,58 @@ def test_choices_are_cached_in_memory_and_on_disk(monkeypatch, tmp_path):
     assert json.loads((tmp_path / "autotune.json").read_text())["build"] == "another-build"
 
 
+def test_a_choice_measured_in_a_slow_phase_is_measured_again_and_not_filed(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARSA_CACHE_DIR", str(tmp_path))
+    autotune.clear_cache()
+    prep, dense = _weight()
+    fastest = kernels_for(prep.packed)[0].name
+    clock = {"t": 0.0}
+    monkeypatch.setattr(autotune, "_clock", lambda: clock["t"])
+    # the probe reads 2.0 (a slow phase) before the first measurement (no need to probe after it), then 1.0
+    # before and after the second; the timings hand the first to dense, the second to the kernel
+    probes, rounds = iter([2.0, 1.0, 1.0]), iter([(2.0, 1.0), (0.5, 1.0)])
+    monkeypatch.setattr(autotune, "pair_slowdown", lambda threads, calls=300: next(probes))
+
+    def timings(fns, reps, threads):
+        k_ms, d_ms = next(rounds)
+        return {n: d_ms if n == "dense" else k_ms + (n != fastest) for n in fns}
+
+    monkeypatch.setattr(autotune, "_time_all", timings)
+    c1 = autotune.choose(prep, dense, 128, threads=2)
+    assert c1.kernel == "dense" and c1.provisional
+    assert not (tmp_path / "autotune.json").exists() or not json.loads(
+        (tmp_path / "autotune.json").read_text())["choices"]
+    clock["t"] = autotune.PROVISIONAL_RETRY_S / 2  # too soon: the provisional choice is used as it is
+    assert autotune.choose(prep, dense, 128, threads=2) == c1
+    clock["t"] = autotune.PROVISIONAL_RETRY_S * 2  # measured again, in a calm phase: filed
+    c2 = autotune.choose(prep, dense, 128, threads=2)
+    assert c2.kernel == fastest and not c2.provisional
+    data = json.loads((tmp_path / "autotune.json").read_text())
+    assert [v["kernel"] for v in data["choices"].values()] == [fastest]
+
+
+def test_a_host_always_in_a_slow_phase_gets_its_choice_filed_after_a_few_tries(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARSA_CACHE_DIR", str(tmp_path))
+    autotune.clear_cache()
+    prep, dense = _weight()
+    clock = {"t": 0.0}
+    monkeypatch.setattr(autotune, "_clock", lambda: clock["t"])
+    monkeypatch.setattr(autotune, "pair_slowdown", lambda threads, calls=300: 2.0)
+    calls = []
+    monkeypatch.setattr(autotune, "_time_all",
+                        lambda fns, reps, threads: calls.append(1) or {n: 1.0 for n in fns})
+    for i in range(autotune.PROVISIONAL_TRIES + 2):
+        clock["t"] = i * 2 * autotune.PROVISIONAL_RETRY_S
+        c = autotune.choose(prep, dense, 128, threads=2)
+    assert len(calls) == autotune.PROVISIONAL_TRIES and not c.provisional
+    assert json.loads((tmp_path / "autotune.json").read_text())["choices"]
+
+
+def test_the_probe_compares_threads_with_one():
+    assert autotune.pair_slowdown(1) == 1.0
+    assert 0.0 < autotune.pair_slowdown(2, calls=20) < 50.0  # a ratio of two timings of the same tiny call
+
+
 def test_a_damaged_cache_file_is_ignored(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARSA_CACHE_DIR", str(tmp_path))
     (tmp_path / "autotune.json").write_text("{not json")

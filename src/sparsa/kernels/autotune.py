@@ -6,6 +6,9 @@ dense weight are timed on the spot (a few milliseconds) and the fastest wins; a 
 model is never slower than its dense original. Choices are cached per (format, structure, shape, value dtype,
 sparsity rounded to 5%, N bucket, threads, CPU): in memory, and in a JSON file so later processes skip the
 measurement (``SPARSA_CACHE_DIR``, default ``~/.cache/sparsa``; ``SPARSA_AUTOTUNE_CACHE=0`` keeps it in memory).
+
+A measurement on several threads taken while the host ran them slowly together (``pair_slowdown``) is used but
+not trusted: it stays out of the file and is measured again on a later use, up to ``PROVISIONAL_TRIES`` times.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from .. import _C
 from ..formats import PackedWeight
 from . import KernelSpec, Prepared, kernels_for
 
-__all__ = ["Choice", "choose", "n_bucket", "cache_path", "clear_cache", "MARGIN", "DENSE"]
+__all__ = ["Choice", "choose", "measure", "n_bucket", "cache_path", "clear_cache", "pair_slowdown", "MARGIN",
+           "DENSE", "PAIR_SLOW"]
 
 MARGIN = 0.95  # a sparse kernel is chosen only if it takes at most 95% of the dense time
 DENSE = "dense"
@@ -38,6 +42,7 @@ class Choice:
     kernel: str          # a kernel name, or "dense"
     times_ms: dict       # every candidate's median time, as measured
     n: int               # the token count measured (the bucket's representative)
+    provisional: bool = False  # measured in a slow phase of the host's threads (pair_slowdown): measured again later
 
 
 def n_bucket(n: int) -> int:
@@ -110,7 +115,8 @@ def _save() -> None:
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         payload = {"version": _FORMAT_VERSION, "sparsa": __version__, "cpu": _cpu_signature(),
-                   "build": _build_signature(), "choices": _memory}
+                   "build": _build_signature(),
+                   "choices": {k: v for k, v in _memory.items() if not v.get("provisional")}}
         fd, tmp = tempfile.mkstemp(prefix=".autotune.", dir=p.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f)
@@ -167,10 +173,50 @@ def _time_all(fns: dict, reps: int, threads: int) -> dict[str, float]:
         torch.set_num_threads(prev)
 
 
+# Shared hosts have phases, seconds long, in which two threads that run together are slow while either alone is
+# not: on the development VM (2 vCPUs) a 2-thread sparse call then took ~4x its usual time and torch's dense matmul
+# ~1.3x, a few percent of the time and at times for minutes (BENCHMARKS.md). A measurement taken then can hand a
+# layer to dense for good. The probe: a tiny sparse call (an empty 16 x 16 weight, 128 tokens: a fork/join and
+# two small transposes) on the measurement's threads against one thread, 1.06x when calm and 1.9-2.1x in a phase.
+PAIR_SLOW = 1.5
+PROVISIONAL_TRIES = 3      # measurements in a slow phase before one is accepted (a host may always be like that)
+PROVISIONAL_RETRY_S = 5.0  # and the least time between two of them
+_probe = None
+
+
+def pair_slowdown(threads: int = 2, calls: int = 300) -> float:
+    """Median time of a tiny sparse call on ``threads`` threads over its time on one (see PAIR_SLOW); 1.0 for
+    fewer than two threads or cores."""
+    if threads < 2 or (os.cpu_count() or 1) < 2:
+        return 1.0
+    global _probe
+    if _probe is None:
+        from ..formats import formats_for
+        from ..structure import parse_structure
+
+        st = parse_structure("4x1")
+        q = Prepared(formats_for(st)[0].pack(torch.zeros(16, 16), st, torch.float32))
+        _probe = (q, torch.randn(128, 16), torch.empty(128, 16))
+    q, x, y = _probe
+    spec = q.default_kernel
+
+    def per_call(th: int) -> float:
+        samples = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(calls // 5):
+                q.run_into(x, y, spec, 0, th)
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples)
+
+    one = per_call(1)
+    return per_call(threads) / max(one, 1e-12)
+
+
 def measure(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int,
             candidates: list[KernelSpec] | None = None, reps: int = 7) -> Choice:
     """Time dense and every candidate kernel for ``n`` tokens (``_time_all``: medians of ``reps`` interleaved
-    rounds) and pick the winner."""
+    rounds) and pick the winner; provisional if the probe saw a slow phase right before or right after."""
     packed = prepared.packed
     out, inp = packed.shape
     cands = candidates if candidates is not None else kernels_for(packed, n=n)
@@ -180,10 +226,12 @@ def measure(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int
     fns = {DENSE: lambda: torch.nn.functional.linear(x, dense_weight)}
     for k in cands:
         fns[k.name] = lambda k=k: prepared(x, k, out=y, threads=threads)
+    slow = pair_slowdown(threads) > PAIR_SLOW
     times = _time_all(fns, reps, threads)
+    slow = slow or pair_slowdown(threads) > PAIR_SLOW
     best = min((k for k in times if k != DENSE), key=times.__getitem__, default=None)
     chosen = best if best is not None and times[best] <= MARGIN * times[DENSE] else DENSE
-    return Choice(chosen, times, n)
+    return Choice(chosen, times, n, slow)
 
 
 def choose(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int | None = None) -> Choice:
@@ -194,10 +242,14 @@ def choose(prepared: Prepared, dense_weight: torch.Tensor, n: int, threads: int 
     with _lock:
         _load()
         hit = _memory.get(key)
-    if hit is not None:
-        return Choice(hit["kernel"], hit["times_ms"], hit["n"])
+    if hit is not None and not (hit.get("provisional") and _clock() - hit["at"] >= PROVISIONAL_RETRY_S):
+        return Choice(hit["kernel"], hit["times_ms"], hit["n"], bool(hit.get("provisional")))
+    tries = hit["tries"] + 1 if hit is not None else 1
     c = measure(prepared, dense_weight, nb, threads)
+    entry = {"kernel": c.kernel, "times_ms": c.times_ms, "n": c.n}
+    if c.provisional and tries < PROVISIONAL_TRIES:
+        entry.update(provisional=True, at=_clock(), tries=tries)
     with _lock:
-        _memory[key] = {"kernel": c.kernel, "times_ms": c.times_ms, "n": c.n}
+        _memory[key] = entry
         _save()
-    return c
+    return Choice(c.kernel, c.times_ms, c.n, bool(entry.get("provisional")))
