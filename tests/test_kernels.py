@@ -312,6 +312,35 @@ def test_bitmask_word_pairs_and_wide_tiles(kernel, density):
             assert_close_to_reference(y, x, p.to_dense().float(), b, p.reference_matmul(x, b))
 
 
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k.batched_only], ids=lambda k: k.name)
+@pytest.mark.parametrize("density", [0.001, 0.003, 0.004])
+def test_register_tile_row_walk(kernel, density):
+    """At or below 0.3% nonzeros the rt kernels (AVX2 and AVX-512) take the row-walk regime: no transposes, each
+    block placed in the lanes of its rows. Block-rows with no block, one, and one in the first and last column;
+    `out` with rows past the last whole vector; token counts not a multiple of 8; bias and GELU; one to three
+    threads; on both sides of the threshold."""
+    _skip_unavailable(kernel)
+    r = kernel.block[0]
+    g = torch.Generator().manual_seed(int(density * 1e4) + r)
+    out, inp = 37 * r, 2000  # 37 block-rows: whole vectors of rows and a remainder, for every ISA's width
+    keep = torch.rand(out // r, inp, generator=g) < density
+    keep[0:3] = False
+    keep[1, 0] = True
+    keep[2, [0, inp - 1]] = True
+    w = torch.randn(out, inp, generator=g) * keep.repeat_interleave(r, dim=0)
+    p = pack(w, f"{r}x1", kernel.weight_dtype, format=kernel.format)
+    b = torch.randn(out, generator=g)
+    q = prepare(p, b)
+    for threads in (1, 2, 3):
+        for n in (9, 16, 61, 130):
+            x = torch.randn(n, inp, generator=g)
+            assert_close_to_reference(spmm(p, x, b, kernel, threads=threads), x, p.to_dense().float(), b,
+                                      p.reference_matmul(x, b))
+            y = q(x, kernel, activation="gelu", threads=threads)
+            ref = torch.nn.functional.gelu(x.double() @ p.to_dense().double().T + b.double())
+            torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("kernel", [k for k in KERNELS if k.format == "csr"], ids=lambda k: k.name)
 @pytest.mark.parametrize("density", [0.02, 0.05, 0.075, 0.1])
 def test_csr_whole_row_walk(kernel, density):

@@ -167,6 +167,84 @@ struct BsrRegTileTask {
     }
 };
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+// Block b's R weights in lanes j*R .. j*R + R - 1 of a vector of W output rows, the other lanes zero.
+template <int R>
+static inline typename S::V rows_in_lanes(const float* w, int j) {
+#if defined(__AVX512F__)
+    if constexpr (R == 4) return _mm512_maskz_broadcast_f32x4(static_cast<__mmask16>(0xFu << (4 * j)), _mm_loadu_ps(w));
+    if constexpr (R == 8)
+        return _mm512_maskz_broadcast_f32x8(static_cast<__mmask16>(0xFFu << (8 * j)), _mm256_loadu_ps(w));
+    if constexpr (R == 16) return _mm512_loadu_ps(w);
+#else
+    if constexpr (R == 4) {
+        const __m256 b = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(w));
+        return j ? _mm256_blend_ps(_mm256_setzero_ps(), b, 0xF0) : _mm256_blend_ps(_mm256_setzero_ps(), b, 0x0F);
+    }
+    if constexpr (R == 8) return _mm256_loadu_ps(w);
+#endif
+}
+
+// The row-walk regime of the register-tile kernels, for weights with almost no blocks (density at most
+// kRowWalkMaxDensity, below). The tiled path pays for x's transpose and for the 16 x 16 transpose of every output tile
+// whatever the number of blocks, and at 99.9% those are nearly all its time. Here nothing is transposed: a vector
+// holds W output rows (W / R block-rows), each block is placed in its lanes (rows_in_lanes) and multiplied by x's
+// value for each of 8 tokens, broadcast straight from x's rows, and each token's W rows leave as one store, every
+// row of y written front to back. Each FMA here does R useful products out of its W lanes (the tiled path's do W),
+// which the tiled path wins back once blocks are many (see kRowWalkMaxDensity).
+template <int R, class IT>
+static void bsr_rowwalk(const SpmmArgs& a) {
+    using V = typename S::V;
+    constexpr int W = S::W, BR = W / R, TG = 8;
+    const float* vals = static_cast<const float*>(a.values);
+    const IT* cols = static_cast<const IT*>(a.col_idx);
+    const int64_t ntile = a.out / W, ngroups = (a.n + TG - 1) / TG;
+    const bool gelu = a.act == Act::GELU;
+#pragma omp parallel for schedule(static) num_threads(a.nthreads) if (a.nthreads > 1)
+    for (int64_t gi = 0; gi < ngroups; ++gi) {
+        const int64_t t0 = gi * TG, tn = imin(TG, a.n - t0);
+        const float* x0 = a.x + t0 * a.ldx;
+        float* y0 = a.y + t0 * a.ldy;
+        for (int64_t tile = 0; tile < ntile; ++tile) {
+            V acc[TG];
+#pragma GCC unroll 8
+            for (int t = 0; t < TG; ++t) acc[t] = S::zero();
+            for (int j = 0; j < BR; ++j) {
+                const int64_t brow = tile * BR + j;
+                for (int64_t b = a.row_ptr[brow]; b < a.row_ptr[brow + 1]; ++b) {
+                    const V wv = rows_in_lanes<R>(vals + b * R, j);
+                    const float* xc = x0 + cols[b];
+#pragma GCC unroll 8
+                    for (int t = 0; t < TG; ++t)
+                        if (t < tn) acc[t] = S::fmadd(wv, S::set1(xc[t * a.ldx]), acc[t]);
+                }
+            }
+            const V bias = a.bias ? S::loadu(a.bias + tile * W) : S::zero();
+#pragma GCC unroll 8
+            for (int t = 0; t < TG; ++t)
+                if (t < tn) {
+                    V v = S::add(acc[t], bias);
+                    if (gelu) v = vgelu<S>(v);
+                    S::storeu(y0 + t * a.ldy + tile * W, v);
+                }
+        }
+        // rows past the last whole vector (out is a multiple of R, not always of W): one token at a time through a
+        // padded vector
+        const int64_t r0 = ntile * W;
+        if (r0 < a.out)
+            for (int64_t t = 0; t < tn; ++t) {
+                alignas(64) float buf[W] = {};
+                for (int64_t brow = r0 / R; brow < a.out / R; ++brow)
+                    for (int64_t b = a.row_ptr[brow]; b < a.row_ptr[brow + 1]; ++b)
+                        for (int i = 0; i < R; ++i) buf[brow * R - r0 + i] += vals[b * R + i] * x0[t * a.ldx + cols[b]];
+                for (int64_t r = r0; r < a.out; ++r) buf[r - r0] += a.bias ? a.bias[r] : 0.0f;
+                if (gelu) S::storeu(buf, vgelu<S>(S::loadu(buf)));
+                std::memcpy(y0 + t * a.ldy + r0, buf, sizeof(float) * static_cast<size_t>(a.out - r0));
+            }
+    }
+}
+#endif
+
 template <int R, int C, class WT, class IT, template <int, int, class, class> class Task>
 static void bsr_batched(const SpmmArgs& a) {
     using T = Task<R, C, WT, IT>;
@@ -243,6 +321,13 @@ static void bsr_decode(const SpmmArgs& a) {
     }
 }
 
+// The densest weight the rt kernels run in the row-walk regime: 0.3% nonzeros (99.7% sparse). The AVX-512 4x1 rt
+// kernel forced into either regime (N = 128, 2 threads, us, row walk / tiled) on 1536x384, 3072x768, 384x1536 and
+// 768x3072: at 99% 36-37 / 32, 128-132 / 79, 41 / 37, 200-206 / 120; at 99.5% 22-24 / 27, 75 / 65, 24 / 37,
+// 108-111 / 98; at 99.8% 14 / 24, 41-42 / 56, 12-13 / 30, 53-55 / 93. With this threshold, against the build before:
+// 1.17-2.10x faster at 99.7%, 1.62-3.56x at 99.9% (benchmarks/results/ab_rowwalk_2026-11-30.txt).
+constexpr double kRowWalkMaxDensity = 0.003;
+
 // Decode (N <= kDecodeMaxN) is the same for both batched variants.
 template <int R, int C, class WT, template <int, int, class, class> class Task = BsrTask>
 static void bsr_kernel(const SpmmArgs& a) {
@@ -251,6 +336,17 @@ static void bsr_kernel(const SpmmArgs& a) {
         else bsr_decode<R, C, WT, int32_t>(a);
         act_rows(a);
     } else {
+#if defined(__AVX512F__) || defined(__AVX2__)
+        if constexpr (std::is_same_v<Task<R, C, WT, int32_t>, BsrRegTileTask<R, C, WT, int32_t>> && C == 1 &&
+                      std::is_same_v<WT, float> && S::W % R == 0) {
+            const double density = static_cast<double>(a.n_values) / static_cast<double>(a.out * a.in);
+            if (density <= kRowWalkMaxDensity) {
+                if (a.idx_type == IdxType::U16) bsr_rowwalk<R, uint16_t>(a);
+                else bsr_rowwalk<R, int32_t>(a);
+                return;
+            }
+        }
+#endif
         if (a.idx_type == IdxType::U16) bsr_batched<R, C, WT, uint16_t, Task>(a);
         else bsr_batched<R, C, WT, int32_t, Task>(a);
     }

@@ -5,8 +5,8 @@
 // (libgomp.so.1); sparsa imports torch before loading this module, so both share one OpenMP runtime and one
 // thread pool instead of two pools competing for the same cores.
 //
-// Expects, before inclusion: `S` and the headers <cmath>, <cstdint>, <cstring>, <limits>, <vector>, spmm_args.h,
-// attn_args.h (and <immintrin.h> on x86, <omp.h> when built with OpenMP).
+// Expects, before inclusion: `S` and the headers <cmath>, <cstdint>, <cstring>, <limits>, <type_traits>, <vector>,
+// spmm_args.h, attn_args.h (and <immintrin.h> on x86, <omp.h> when built with OpenMP).
 #include "vmath.h"
 #include "common.h"
 #include "bsr.h"
