@@ -28,6 +28,26 @@ enum class Order { Tile, EightTokens, Park, Skew, Seg, HalfSeg, Rows };
 constexpr int kTokens = 64, kRing = 16;
 alignas(64) static float g_buf[256 * 8 * 16];  // parked (park), ringed (skew) or staged (seg, hseg) lines
 
+// seg S (D = 0) and hseg S (D = 8): per block, lines 0 .. D-1 straight to y, the others staged in g_buf; after S
+// blocks, each staged token row's S lines written front to back. D is a template argument so that v stays in
+// registers (with a runtime D the compiler indexed v in memory, and seg8 read 34 instead of 48 GB/s).
+template <int D>
+static void seg_tile(float* yt, int out, int seg, const __m512 (&v)[16]) {
+    const int nb = out / 16;
+    for (int c0 = 0; c0 < nb; c0 += seg) {
+        const int c1 = std::min(nb, c0 + seg);
+        for (int c = c0; c < c1; ++c) {
+            for (int j = 0; j < D; ++j) _mm512_storeu_ps(yt + j * out + 16 * c, v[j]);
+            for (int j = D; j < 16; ++j) _mm512_store_ps(g_buf + ((c - c0) * (16 - D) + j - D) * 16, v[j]);
+            asm volatile("" ::: "memory");
+        }
+        for (int j = D; j < 16; ++j)
+            for (int c = c0; c < c1; ++c)
+                _mm512_storeu_ps(yt + j * out + 16 * c, _mm512_load_ps(g_buf + ((c - c0) * (16 - D) + j - D) * 16));
+        asm volatile("" ::: "memory");
+    }
+}
+
 // one token tile (16 rows of y from yt) in the given order; `arg` is W for park, g for skew
 static void write_tile(float* yt, int out, Order order, int arg, const __m512 (&v)[16]) {
     const int nb = out / 16;
@@ -77,33 +97,8 @@ static void write_tile(float* yt, int out, Order order, int arg, const __m512 (&
             }
             break;
         }
-        case Order::Seg:
-            for (int c0 = 0; c0 < nb; c0 += arg) {
-                const int c1 = std::min(nb, c0 + arg);
-                for (int c = c0; c < c1; ++c) {
-                    for (int j = 0; j < 16; ++j) _mm512_store_ps(g_buf + ((c - c0) * 16 + j) * 16, v[j]);
-                    asm volatile("" ::: "memory");
-                }
-                for (int j = 0; j < 16; ++j)
-                    for (int c = c0; c < c1; ++c)
-                        _mm512_storeu_ps(yt + j * out + 16 * c, _mm512_load_ps(g_buf + ((c - c0) * 16 + j) * 16));
-                asm volatile("" ::: "memory");
-            }
-            break;
-        case Order::HalfSeg:
-            for (int c0 = 0; c0 < nb; c0 += arg) {
-                const int c1 = std::min(nb, c0 + arg);
-                for (int c = c0; c < c1; ++c) {
-                    for (int j = 0; j < 8; ++j) _mm512_storeu_ps(yt + j * out + 16 * c, v[j]);
-                    for (int j = 8; j < 16; ++j) _mm512_store_ps(g_buf + ((c - c0) * 8 + j - 8) * 16, v[j]);
-                    asm volatile("" ::: "memory");
-                }
-                for (int j = 8; j < 16; ++j)
-                    for (int c = c0; c < c1; ++c)
-                        _mm512_storeu_ps(yt + j * out + 16 * c, _mm512_load_ps(g_buf + ((c - c0) * 8 + j - 8) * 16));
-                asm volatile("" ::: "memory");
-            }
-            break;
+        case Order::Seg: seg_tile<0>(yt, out, arg, v); break;
+        case Order::HalfSeg: seg_tile<8>(yt, out, arg, v); break;
         case Order::Rows:
             for (int j = 0; j < 16; ++j)
                 for (int c = 0; c < nb; ++c) _mm512_storeu_ps(yt + j * out + 16 * c, v[j]);
@@ -130,10 +125,12 @@ static double rate(int out, Order order, int arg, int reps = 2001) {
 
 int main() {
     std::printf("GB/s of y written by one thread (64 token rows, lines of 64 bytes)\n");
-    std::printf("%6s %6s %6s %7s %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s\n", "out", "tile", "8tok", "park16", "park64", "skew1", "skew2",
+    std::printf("%6s %6s %6s %7s %7s %7s %7s %7s %6s %6s %6s %6s %6s %6s %6s\n", "out", "tile", "8tok", "park16",
+                "park64", "skew1", "skew2",
                 "skew4", "seg4", "seg8", "seg16", "hseg4", "hseg8", "hseg16", "rows");
     for (int out : {1536, 2048, 2560, 3072, 3088, 4096})
-        std::printf("%6d %6.1f %6.1f %7.1f %7.1f %7.1f %7.1f %7.1f %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f\n", out, rate(out, Order::Tile, 0),
+        std::printf("%6d %6.1f %6.1f %7.1f %7.1f %7.1f %7.1f %7.1f %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f\n", out,
+                    rate(out, Order::Tile, 0),
                     rate(out, Order::EightTokens, 0), rate(out, Order::Park, 16), rate(out, Order::Park, 64),
                     rate(out, Order::Skew, 1), rate(out, Order::Skew, 2), rate(out, Order::Skew, 4),
                     rate(out, Order::Seg, 4), rate(out, Order::Seg, 8), rate(out, Order::Seg, 16),
