@@ -74,6 +74,7 @@ struct BsrTask {
     // of y per token.
     static constexpr int G = R > 64 ? R : 64;
     static constexpr int GB = G / R;  // block-rows per task
+    static constexpr bool kRowWalk = false;  // see bsr_rowwalk
     const SpmmArgs& a;
     const WT* vals;
     const IT* cols;
@@ -110,6 +111,7 @@ struct BsrRegTileTask {
     static constexpr int Q = R >= 8 ? 1 : 8 / R;  // block-rows run side by side: >= 8 independent FMA chains
     static constexpr int G = 64;                // rows per task: four tiles
     static constexpr int NT = S::W;             // one vector of tokens per tile
+    static constexpr bool kRowWalk = true;      // almost empty weights take bsr_rowwalk instead (bsr_kernel)
     const SpmmArgs& a;
     const WT* vals;
     const IT* cols;
@@ -337,8 +339,7 @@ static void bsr_kernel(const SpmmArgs& a) {
         act_rows(a);
     } else {
 #if defined(__AVX512F__) || defined(__AVX2__)
-        if constexpr (std::is_same_v<Task<R, C, WT, int32_t>, BsrRegTileTask<R, C, WT, int32_t>> && C == 1 &&
-                      std::is_same_v<WT, float> && S::W % R == 0) {
+        if constexpr (Task<R, C, WT, int32_t>::kRowWalk && C == 1 && std::is_same_v<WT, float> && S::W % R == 0) {
             const double density = static_cast<double>(a.n_values) / static_cast<double>(a.out * a.in);
             if (density <= kRowWalkMaxDensity) {
                 if (a.idx_type == IdxType::U16) bsr_rowwalk<R, uint16_t>(a);
